@@ -1,0 +1,24 @@
+"""The layers of the Vision Transformer, each a registered Keras layer."""
+
+from keras_vit.layers.class_token import ClassToken
+from keras_vit.layers.drop_path import DropPath
+from keras_vit.layers.mlp import MlpBlock, gelu
+from keras_vit.layers.patch_embedding import PatchEmbedding
+from keras_vit.layers.position_embedding import (
+    PositionEmbedding,
+    resize_position_embeddings,
+    sincos_2d_embeddings,
+)
+from keras_vit.layers.transformer_block import TransformerBlock
+
+__all__ = [
+    "ClassToken",
+    "DropPath",
+    "MlpBlock",
+    "PatchEmbedding",
+    "PositionEmbedding",
+    "TransformerBlock",
+    "gelu",
+    "resize_position_embeddings",
+    "sincos_2d_embeddings",
+]

@@ -1,0 +1,25 @@
+"""The ViT variants of the paper (Table 1) and of the original code, as data."""
+
+PRESETS = {
+    "vit_ti16": dict(patch_size=16, hidden_dim=192, mlp_dim=768, num_heads=3, num_layers=12),
+    "vit_s16": dict(patch_size=16, hidden_dim=384, mlp_dim=1536, num_heads=6, num_layers=12),
+    "vit_s32": dict(patch_size=32, hidden_dim=384, mlp_dim=1536, num_heads=6, num_layers=12),
+    "vit_b8": dict(patch_size=8, hidden_dim=768, mlp_dim=3072, num_heads=12, num_layers=12),
+    "vit_b16": dict(patch_size=16, hidden_dim=768, mlp_dim=3072, num_heads=12, num_layers=12),
+    "vit_b32": dict(patch_size=32, hidden_dim=768, mlp_dim=3072, num_heads=12, num_layers=12),
+    "vit_l16": dict(patch_size=16, hidden_dim=1024, mlp_dim=4096, num_heads=16, num_layers=24),
+    "vit_l32": dict(patch_size=32, hidden_dim=1024, mlp_dim=4096, num_heads=16, num_layers=24),
+    "vit_h14": dict(patch_size=14, hidden_dim=1280, mlp_dim=5120, num_heads=16, num_layers=32),
+}
+
+
+def list_presets():
+    """The names `ViT.from_preset` accepts, smallest model first."""
+    return list(PRESETS)
+
+
+def preset_config(name):
+    """The constructor arguments of preset `name` (a new dict)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; expected one of {', '.join(PRESETS)}.")
+    return dict(PRESETS[name])

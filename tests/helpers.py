@@ -1,0 +1,51 @@
+"""Helpers shared by the tests: random weights, images, the original names."""
+
+import numpy as np
+
+TINY = dict(
+    image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64, num_classes=7
+)
+
+
+def randomize(model, seed=0, scale=0.2):
+    """Gives every weight random values (the zero-initialised head too)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([
+        (1.0 if w.path.endswith("gamma") else 0.0) + scale * rng.standard_normal(w.shape)
+        for w in model.weights
+    ])
+    return model
+
+
+def random_images(batch=2, size=(32, 32), seed=1):
+    return np.random.default_rng(seed).uniform(0, 255, (batch, *size, 3)).astype("float32")
+
+
+def original_params(model):
+    """The model's weights under the original checkpoints' names (read
+    through the layers' attributes, not through any converter)."""
+    p = {}
+    emb = model.get_layer("embedding")
+    p["embedding/kernel"], p["embedding/bias"] = emb.kernel.numpy(), emb.bias.numpy()
+    if model.pooling == "token":
+        p["cls"] = model.get_layer("class_token").token.numpy()
+    if model.position_embedding == "learned":
+        p["Transformer/posembed_input/pos_embedding"] = model.get_layer("position_embedding").embeddings.numpy()
+    for i in range(model.num_layers):
+        block = model.get_layer(f"encoderblock_{i}")
+        b = f"Transformer/encoderblock_{i}/"
+        p[b + "LayerNorm_0/scale"], p[b + "LayerNorm_0/bias"] = block.attention_norm.gamma.numpy(), block.attention_norm.beta.numpy()
+        p[b + "LayerNorm_2/scale"], p[b + "LayerNorm_2/bias"] = block.mlp_norm.gamma.numpy(), block.mlp_norm.beta.numpy()
+        a = block.attention
+        for name, dense in (("query", a.query_dense), ("key", a.key_dense), ("value", a.value_dense), ("out", a.output_dense)):
+            p[f"{b}MultiHeadDotProductAttention_1/{name}/kernel"] = dense.kernel.numpy()
+            p[f"{b}MultiHeadDotProductAttention_1/{name}/bias"] = dense.bias.numpy()
+        for j, dense in enumerate((block.mlp.dense_0, block.mlp.dense_1)):
+            p[f"{b}MlpBlock_3/Dense_{j}/kernel"], p[f"{b}MlpBlock_3/Dense_{j}/bias"] = dense.kernel.numpy(), dense.bias.numpy()
+    norm = model.get_layer("encoder_norm")
+    p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"] = norm.gamma.numpy(), norm.beta.numpy()
+    for name in ("pre_logits", "head"):
+        if any(layer.name == name for layer in model.layers):
+            layer = model.get_layer(name)
+            p[f"{name}/kernel"], p[f"{name}/bias"] = layer.kernel.numpy(), layer.bias.numpy()
+    return p

@@ -1,0 +1,108 @@
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from keras_vit import layers
+
+
+def test_patch_embedding_is_a_linear_map_of_patches():
+    layer = layers.PatchEmbedding(4, 8)
+    images = np.random.default_rng(0).normal(size=(2, 8, 12, 3)).astype("float32")
+    tokens = layer(images)
+    patches = layer.extract_patches(images)
+    assert tokens.shape == (2, 6, 8) and patches.shape == (2, 6, 48)
+    # Patch n = row-major grid position (row, col); its pixels in (P, P, C) order.
+    np.testing.assert_array_equal(patches[1, 4].numpy().reshape(4, 4, 3), images[1, 4:8, 4:8])
+    expected = patches.numpy() @ layer.kernel.numpy().reshape(48, 8) + layer.bias.numpy()
+    np.testing.assert_allclose(tokens, expected, atol=1e-5)
+
+
+def test_class_token_is_prepended():
+    layer = layers.ClassToken()
+    tokens = np.ones((3, 5, 4), "float32")
+    out = layer(tokens)
+    layer.token.assign(np.full((1, 1, 4), 7.0, "float32"))
+    out = layer(tokens).numpy()
+    assert out.shape == (3, 6, 4)
+    np.testing.assert_array_equal(out[:, 0], np.full((3, 4), 7.0))
+    np.testing.assert_array_equal(out[:, 1:], tokens)
+
+
+@pytest.mark.parametrize("source, target", [((4, 4), (6, 6)), ((7, 7), (12, 12)), ((6, 4), (3, 5)), ((2, 3), (2, 3))])
+def test_bilinear_resize_matches_scipy_zoom(source, target):
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(1, 1 + source[0] * source[1], 5)).astype("float32")
+    resized = layers.resize_position_embeddings(embeddings, source, target)
+    grid = embeddings[0, 1:].reshape(*source, 5)
+    zoom = (target[0] / source[0], target[1] / source[1], 1)
+    expected = scipy.ndimage.zoom(grid, zoom, order=1)
+    assert expected.shape == (*target, 5)
+    np.testing.assert_allclose(resized[0, 1:].reshape(*target, 5), expected, atol=1e-6)
+    np.testing.assert_array_equal(resized[:, :1], embeddings[:, :1])  # class entry kept
+    assert resized.dtype == embeddings.dtype
+
+
+def cubic_reference(grid, target, a=-0.75):
+    """Per-pixel bicubic (half-pixel centres, clamped edges), the textbook loop."""
+
+    def w(t):
+        t = abs(t)
+        if t <= 1:
+            return (a + 2) * t**3 - (a + 3) * t**2 + 1
+        return a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a if t < 2 else 0.0
+
+    h, wd = grid.shape[:2]
+    out = np.zeros((*target, grid.shape[2]))
+    for i in range(target[0]):
+        y = (i + 0.5) * h / target[0] - 0.5
+        for j in range(target[1]):
+            x = (j + 0.5) * wd / target[1] - 0.5
+            for m in range(math.floor(y) - 1, math.floor(y) + 3):
+                for n in range(math.floor(x) - 1, math.floor(x) + 3):
+                    out[i, j] += w(y - m) * w(x - n) * grid[min(max(m, 0), h - 1), min(max(n, 0), wd - 1)]
+    return out
+
+
+def test_bicubic_resize_matches_loop_reference():
+    embeddings = np.random.default_rng(1).normal(size=(1, 1 + 5 * 4, 3))
+    resized = layers.resize_position_embeddings(embeddings, (5, 4), (8, 7), method="bicubic")
+    expected = cubic_reference(embeddings[0, 1:].reshape(5, 4, 3), (8, 7))
+    np.testing.assert_allclose(resized[0, 1:].reshape(8, 7, 3), expected, atol=1e-10)
+
+
+def test_resize_without_prefix_and_bad_input():
+    embeddings = np.random.default_rng(2).normal(size=(1, 9, 2))
+    assert layers.resize_position_embeddings(embeddings, (3, 3), (5, 5), num_prefix_tokens=0).shape == (1, 25, 2)
+    with pytest.raises(ValueError, match=r"do not fit a 4x4 grid with 1 prefix token\(s\): expected \(1, 17, D\)"):
+        layers.resize_position_embeddings(embeddings, (4, 4), (5, 5))
+    with pytest.raises(ValueError, match="Unknown resize method 'nearest'"):
+        layers.resize_position_embeddings(embeddings, (3, 3), (5, 5), num_prefix_tokens=0, method="nearest")
+
+
+def test_position_embedding_rejects_wrong_length():
+    with pytest.raises(ValueError, match="expects 17 tokens, got 10"):
+        layers.PositionEmbedding((4, 4))(np.zeros((1, 10, 8), "float32"))
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+def test_gelu_forms(approximate):
+    from scipy.special import erf
+    x = np.linspace(-6, 6, 101).astype("float32")
+    exact = 0.5 * x * (1 + erf(x / np.sqrt(2)))
+    got = layers.gelu(x, approximate=approximate).numpy()
+    np.testing.assert_allclose(got, exact, atol=1e-3 if approximate else 1e-6)
+    if approximate:
+        assert np.abs(got - exact).max() > 1e-5  # really the tanh form
+
+
+def test_drop_path_drops_whole_samples():
+    layer = layers.DropPath(0.5, seed=0)
+    x = np.ones((2000, 3, 4), "float32")
+    np.testing.assert_array_equal(layer(x, training=False), x)
+    out = layer(x, training=True).numpy()
+    per_sample = out.reshape(2000, -1)
+    assert set(np.unique(per_sample)) == {0.0, 2.0}
+    assert np.all(per_sample.min(1) == per_sample.max(1))  # all-or-nothing per sample
+    assert abs(out.mean() - 1.0) < 0.1

@@ -1,0 +1,175 @@
+import keras
+import numpy as np
+import pytest
+from helpers import original_params, random_images, randomize
+
+import keras_vit
+import numpy_vit
+
+
+def build(config, **overrides):
+    return keras_vit.ViT(**{**config, **overrides})
+
+
+@pytest.mark.parametrize("gelu_approximate", [True, False])
+@pytest.mark.parametrize("pooling", ["token", "gap"])
+@pytest.mark.parametrize("representation_size", [None, 24])
+def test_matches_numpy_reference(tiny_config, gelu_approximate, pooling, representation_size):
+    model = randomize(build(
+        tiny_config, gelu_approximate=gelu_approximate, pooling=pooling,
+        representation_size=representation_size,
+    ))
+    images = random_images()
+    expected = numpy_vit.forward(
+        original_params(model), images, patch_size=8, num_heads=4, pooling=pooling,
+        gelu_approximate=gelu_approximate,
+    )
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_feature_extractor_matches_reference_and_shares_weights(tiny_config):
+    model = randomize(build(tiny_config))
+    images = random_images()
+    extractor = model.feature_extractor(("tokens", "pooled", "hidden_states", "attention", "logits"))
+    got = extractor(images)
+    expected = numpy_vit.forward(original_params(model), images, patch_size=8, num_heads=4)
+    for key in ("tokens", "pooled", "logits"):
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-5, rtol=1e-5)
+    assert len(got["hidden_states"]) == len(got["attention"]) == 2
+    for g, e in zip(got["hidden_states"] + got["attention"], expected["hidden_states"] + expected["attention"]):
+        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+    assert got["attention"][0].shape == (2, 4, 17, 17)
+    # Same variables, not copies: changing the model changes the extractor.
+    model.get_layer("head").bias.assign(np.full(7, 3.0, "float32"))
+    np.testing.assert_allclose(extractor(images)["logits"], model(images), atol=1e-6)
+
+
+def test_non_square_images(tiny_config):
+    model = randomize(build(tiny_config, image_size=(32, 48)))
+    images = random_images(size=(32, 48))
+    assert model.get_layer("position_embedding").embeddings.shape == (1, 1 + 4 * 6, 32)
+    expected = numpy_vit.forward(original_params(model), images, patch_size=8, num_heads=4)
+    np.testing.assert_allclose(model(images), expected["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_sincos_and_no_position_embedding(tiny_config):
+    images = random_images()
+    sincos = randomize(build(tiny_config, position_embedding="sincos2d"))
+    none = randomize(build(tiny_config, position_embedding="none"))
+    assert len(sincos.weights) == len(none.weights)  # the sin-cos table is not a weight
+    # Reference table written out per entry: [sin(x w), cos(x w), sin(y w), cos(y w)].
+    quarter = 8
+    omega = [10000.0 ** (-k / (quarter - 1)) for k in range(quarter)]
+    table = np.zeros((1, 17, 32))
+    for row in range(4):
+        for col in range(4):
+            n = 1 + row * 4 + col
+            for k, w in enumerate(omega):
+                table[0, n, [k, quarter + k, 2 * quarter + k, 3 * quarter + k]] = [
+                    np.sin(col * w), np.cos(col * w), np.sin(row * w), np.cos(row * w)]
+    expected = numpy_vit.forward(original_params(sincos), images, patch_size=8, num_heads=4,
+                                 position_embeddings=table)
+    np.testing.assert_allclose(sincos(images), expected["logits"], atol=1e-5, rtol=1e-5)
+    expected = numpy_vit.forward(original_params(none), images, patch_size=8, num_heads=4)
+    np.testing.assert_allclose(none(images), expected["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_inputs_in_minus_one_to_one(tiny_config):
+    scaled = build(tiny_config, include_rescaling=False)
+    raw = build(tiny_config)
+    raw.set_weights(randomize(scaled).get_weights())
+    images = random_images()
+    np.testing.assert_allclose(scaled(images / 127.5 - 1), raw(images), atol=1e-5)
+
+
+def test_fresh_head_is_zero(tiny_config):
+    model = build(tiny_config)
+    assert not np.any(model.get_layer("head").kernel.numpy())
+    np.testing.assert_array_equal(model(random_images()), np.zeros((2, 7)))
+
+
+def test_without_top_returns_pooled(tiny_config):
+    model = build(tiny_config, include_top=False, representation_size=24)
+    assert model(random_images()).shape == (2, 24)
+    assert "head" not in [layer.name for layer in model.layers]
+
+
+@pytest.mark.parametrize("preset, count", [
+    ("vit_ti16", 5_717_416), ("vit_s16", 22_050_664), ("vit_b16", 86_567_656), ("vit_l16", 304_326_632),
+])
+def test_parameter_counts(preset, count):
+    assert keras_vit.ViT.from_preset(preset).count_params() == count
+
+
+def test_presets_and_overrides():
+    assert keras_vit.list_presets() == [
+        "vit_ti16", "vit_s16", "vit_s32", "vit_b8", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14"]
+    model = keras_vit.ViT.from_preset("vit_s32", image_size=64, num_layers=2, num_classes=10)
+    assert (model.name, model.hidden_dim, model.num_layers, model.patch_size) == ("vit_s32", 384, 2, 32)
+    assert model.get_layer("position_embedding").embeddings.shape == (1, 5, 384)
+    assert model.output_shape == (None, 10)
+
+
+def test_drop_path_rates_increase_linearly(tiny_config):
+    model = build(tiny_config, num_layers=5, drop_path_rate=0.2)
+    rates = [model.get_layer(f"encoderblock_{i}").drop_path_rate for i in range(5)]
+    np.testing.assert_allclose(rates, [0.0, 0.05, 0.1, 0.15, 0.2])
+
+
+def test_mixed_precision_keeps_logits_float32(tiny_config):
+    model = build(tiny_config, dtype="mixed_bfloat16")
+    assert model.get_layer("encoderblock_0").compute_dtype == "bfloat16"
+    assert model(random_images()).dtype == "float32"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(image_size=225, patch_size=16), "image_size 225 (height) is not divisible by patch_size 16"),
+    (dict(image_size=(32, 36)), "image_size 36 (width) is not divisible by patch_size 8"),
+    (dict(hidden_dim=30), "hidden_dim 30 is not divisible by num_heads 4"),
+    (dict(pooling="max"), "Unknown pooling 'max'; expected one of ('token', 'gap')"),
+    (dict(position_embedding="rope"), "Unknown position_embedding 'rope'"),
+    (dict(image_size="big"), "image_size must be an int or (height, width), got 'big'"),
+    (dict(num_layers=0), "num_layers must be a positive int, got 0"),
+    (dict(dropout_rate=1.5), "dropout_rate must be in [0, 1), got 1.5"),
+])
+def test_bad_config_errors(tiny_config, overrides, message):
+    with pytest.raises(ValueError) as error:
+        build(tiny_config, **overrides)
+    assert message in str(error.value)
+
+
+def test_bad_preset_errors():
+    with pytest.raises(ValueError, match="Unknown preset 'vit_x16'; expected one of vit_ti16, vit_s16"):
+        keras_vit.ViT.from_preset("vit_x16")
+    with pytest.raises(ValueError, match="Unknown ViT argument.s. hiden_dim"):
+        keras_vit.ViT.from_preset("vit_ti16", hiden_dim=8)
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32, 1), (1, 48, 32, 3), (32, 32, 3)])
+def test_bad_image_shape_errors(tiny_config, shape):
+    model = build(tiny_config)
+    with pytest.raises(ValueError, match=r"expects images of shape \(batch, 32, 32, 3\), got"):
+        model.predict(np.zeros(shape, "float32"), verbose=0)
+
+
+def test_feature_extractor_rejects_unknown_output(tiny_config):
+    with pytest.raises(ValueError, match="Unknown feature output"):
+        build(tiny_config).feature_extractor(["attn"])
+    with pytest.raises(ValueError, match="Unknown feature output"):
+        build(tiny_config, include_top=False).feature_extractor(["logits"])
+
+
+def test_runs_under_xla(tiny_config):
+    model = randomize(build(tiny_config))
+    images = random_images()
+    model.compile(jit_compile=True)
+    np.testing.assert_allclose(model.predict(images, verbose=0), model(images), atol=1e-5)
+
+
+def test_trains(tiny_config):
+    model = build(tiny_config, dropout_rate=0.1, attention_dropout_rate=0.1, drop_path_rate=0.1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images, labels = random_images(batch=16), np.arange(16) % 7
+    losses = model.fit(images, labels, epochs=8, batch_size=8, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]

@@ -1,0 +1,55 @@
+import keras
+import numpy as np
+import pytest
+from helpers import random_images, randomize
+
+import keras_vit
+from keras_vit import layers
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, dict(pooling="gap", representation_size=16, gelu_approximate=False, image_size=(32, 48)),
+    dict(position_embedding="sincos2d", include_rescaling=False, drop_path_rate=0.1),
+])
+def test_keras_file_round_trip(tiny_config, tmp_path, overrides):
+    model = randomize(keras_vit.ViT(**{**tiny_config, **overrides}))
+    images = random_images(size=model.image_size)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)  # safe mode, no custom_objects
+    assert isinstance(loaded, keras_vit.ViT)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+
+
+def test_weights_file_round_trip(tiny_config, tmp_path):
+    model = randomize(keras_vit.ViT(**tiny_config))
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    other = keras_vit.ViT(**tiny_config)
+    other.load_weights(path)
+    images = random_images()
+    np.testing.assert_array_equal(other(images), model(images))
+
+
+def test_config_round_trip(tiny_config):
+    model = keras_vit.ViT(**tiny_config, dtype="mixed_bfloat16")
+    clone = keras_vit.ViT.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    assert clone.dtype_policy.name == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("layer", [
+    layers.PatchEmbedding(4, 8),
+    layers.ClassToken(),
+    layers.PositionEmbedding((2, 3), num_prefix_tokens=0, kind="sincos2d"),
+    layers.TransformerBlock(2, 16, dropout_rate=0.1, attention_dropout_rate=0.2, drop_path_rate=0.3,
+                            gelu_approximate=False, layer_norm_epsilon=1e-12),
+    layers.MlpBlock(16, dropout_rate=0.1, gelu_approximate=False),
+    layers.DropPath(0.25, seed=3),
+])
+def test_layer_config_round_trip(layer):
+    config = keras.saving.serialize_keras_object(layer)
+    clone = keras.saving.deserialize_keras_object(config)
+    assert type(clone) is type(layer)
+    assert clone.get_config() == layer.get_config()
