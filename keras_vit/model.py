@@ -1,6 +1,8 @@
 """The Vision Transformer as a functional Keras model."""
 
 import inspect
+import json
+import os
 
 import keras
 from keras import ops
@@ -12,6 +14,8 @@ from keras_vit.layers.patch_embedding import grid_size
 POOLINGS = ("token", "gap")
 POSITION_EMBEDDINGS = ("learned", "sincos2d", "none")
 FEATURES = ("tokens", "pooled", "hidden_states", "attention", "logits")
+PRESET_CONFIG = "config.json"
+PRESET_WEIGHTS = "model.weights.h5"
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -185,6 +189,15 @@ class ViT(keras.Model):
         config.update(overrides)
         config.setdefault("name", preset)
         return cls(**config)
+
+    def save_to_preset(self, directory):
+        """Writes a preset folder, keras-hub's layout: `config.json` (the class
+        and its `get_config()`) and `model.weights.h5`."""
+        os.makedirs(directory, exist_ok=True)
+        config = keras.saving.serialize_keras_object(self)
+        with open(os.path.join(directory, PRESET_CONFIG), "w") as f:
+            json.dump(config, f, indent=2)
+        self.save_weights(os.path.join(directory, PRESET_WEIGHTS))
 
     def __call__(self, images, *args, **kwargs):
         expected = (*self.image_size, 3)

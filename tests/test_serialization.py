@@ -53,3 +53,15 @@ def test_layer_config_round_trip(layer):
     clone = keras.saving.deserialize_keras_object(config)
     assert type(clone) is type(layer)
     assert clone.get_config() == layer.get_config()
+
+
+def test_save_to_preset_writes_config_and_weights(tiny_config, tmp_path):
+    import json
+    model = randomize(keras_vit.ViT(**tiny_config))
+    model.save_to_preset(tmp_path / "preset")
+    with open(tmp_path / "preset" / "config.json") as f:
+        config = json.load(f)
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.load_weights(tmp_path / "preset" / "model.weights.h5")
+    images = random_images()
+    np.testing.assert_array_equal(rebuilt(images), model(images))
