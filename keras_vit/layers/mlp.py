@@ -13,10 +13,11 @@ def gelu(x, approximate=True):
     checkpoints'; `False`: the exact erf form (timm, Hugging Face). Keras' own
     `gelu` lowers to `Erfc`, which tf2onnx cannot convert.
     """
+    # Factored to touch the (large) tensor as few times as possible.
     if approximate:
-        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
-        return 0.5 * x * (1.0 + ops.tanh(inner))
-    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+        c = math.sqrt(2.0 / math.pi)
+        return x * (0.5 + 0.5 * ops.tanh(x * (c + (0.044715 * c) * (x * x))))
+    return x * (0.5 + 0.5 * ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
