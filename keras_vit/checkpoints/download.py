@@ -40,6 +40,7 @@ def download(source):
     bar unless already there; checked against its sha256 where known."""
     downloads = os.path.join(cache_dir(), "downloads")
     target = os.path.join(downloads, source.filename)
+    os.makedirs(downloads, exist_ok=True)  # get_file falls back to /tmp for a missing folder
     try:
         return keras.utils.get_file(
             source.filename,
