@@ -196,7 +196,7 @@ class ViT(keras.Model):
             raise ValueError(
                 f"Unknown ViT argument(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}."
             )
-        if isinstance(preset, (str, os.PathLike)) and os.path.isdir(preset):
+        if preset not in presets.PRESETS and isinstance(preset, (str, os.PathLike)) and os.path.isdir(preset):
             if weights is not None:
                 raise ValueError(
                     f"preset {os.fspath(preset)!r} is a preset folder and brings its own weights; "

@@ -182,7 +182,6 @@ class _Server:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.requests = 0
 
     def close(self):
         self.httpd.shutdown()

@@ -26,7 +26,7 @@ BLOCK_PARTS = {
     "MlpBlock_0": "mlp",
 }
 LEAVES = {
-    "scale": "gamma", "bias": "bias", "kernel": "kernel",
+    "bias": "bias", "kernel": "kernel",
     "out": "attention_output", "Dense_0": "dense_0", "Dense_1": "dense_1",
 }
 TOP_LEVEL = {

@@ -9,7 +9,6 @@ import keras
 from keras_vit.checkpoints import original, pytorch
 from keras_vit.model import PRESET_CONFIG, PRESET_WEIGHTS
 HF_WEIGHTS = "model.safetensors"
-LAYOUTS = ("original", "big_vision", "timm", "huggingface", "keras")
 
 
 @dataclass
