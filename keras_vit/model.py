@@ -168,27 +168,57 @@ class ViT(keras.Model):
         self.position_embedding = position_embedding
 
     @classmethod
-    def from_preset(cls, preset, weights=None, **overrides):
-        """Builds preset `preset` (see `keras_vit.list_presets()`).
+    def from_preset(cls, preset, weights=None, resize_method="bilinear", **overrides):
+        """Builds preset `preset` (see `keras_vit.list_presets()`), or the model
+        of a preset folder written by `save_to_preset`.
 
         Every constructor argument can be overridden, e.g.
         `ViT.from_preset("vit_b16", image_size=384, num_classes=10)`.
-        `weights=None` gives freshly initialised weights.
+
+        `weights`: None (fresh weights), a named source of the preset
+        (`keras_vit.checkpoints.list_sources(preset)`, e.g. `"imagenet21k"`;
+        downloaded into `$KERAS_VIT_HOME` once), or a path: an original or
+        big_vision `.npz`, a timm or Hugging Face `.safetensors`, a `.keras`
+        file or a preset folder. With weights, image size, classes,
+        pre-logits, pooling, GELU form and LayerNorm epsilon default to the
+        checkpoint's. Another `image_size` resizes the position embeddings
+        (`resize_method` `"bilinear"`, the original rule, or `"bicubic"`, timm's);
+        another `num_classes` gives a fresh zero-initialised head;
+        `include_top=False` drops the head and `representation_size=None`
+        drops the pre-logits layer. Loading is strict: unused checkpoint keys
+        and unset weights are errors.
         """
-        config = presets.preset_config(preset)
+        from keras_vit import checkpoints
+
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(
                 f"Unknown ViT argument(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}."
             )
-        if weights is not None:
+        if preset not in presets.PRESETS and isinstance(preset, (str, os.PathLike)) and os.path.isdir(preset):
+            if weights is not None:
+                raise ValueError(
+                    f"preset {os.fspath(preset)!r} is a preset folder and brings its own weights; "
+                    f"got weights={weights!r} too. Pass one or the other."
+                )
+            weights, config = preset, {}
+        else:
+            config = presets.preset_config(preset)
+            config["name"] = preset
+        if weights is None:
+            return cls(**{**config, **overrides})
+        if isinstance(weights, str) and weights in checkpoints.list_sources(preset):
+            weights = checkpoints.fetch(preset, weights)
+        elif not os.path.exists(weights):
             raise ValueError(
-                f"weights={weights!r}: no pretrained weights are wired yet; use weights=None."
+                f"weights={weights!r} is neither an existing path nor a named source of "
+                f"preset {preset!r} (named: {', '.join(checkpoints.list_sources(preset)) or 'none'})."
             )
-        config.update(overrides)
-        config.setdefault("name", preset)
-        return cls(**config)
+        num_heads = overrides.get("num_heads", config.get("num_heads"))
+        checkpoint = checkpoints.read_checkpoint(weights, num_heads=num_heads)
+        model = cls(**checkpoints.model_config(checkpoint, config, overrides, preset))
+        return checkpoints.assign(model, checkpoint, resize_method)
 
     def save_to_preset(self, directory):
         """Writes a preset folder, keras-hub's layout: `config.json` (the class

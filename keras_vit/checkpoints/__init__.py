@@ -1,0 +1,19 @@
+"""Pretrained checkpoints: readers for each layout, named sources, downloads, strict loading."""
+
+from keras_vit.checkpoints.download import cache_dir, fetch
+from keras_vit.checkpoints.loading import assign, model_config
+from keras_vit.checkpoints.read import Checkpoint, load_preset_folder, read_checkpoint
+from keras_vit.checkpoints.sources import SOURCES, Source, list_sources
+
+__all__ = [
+    "SOURCES",
+    "Checkpoint",
+    "Source",
+    "assign",
+    "cache_dir",
+    "fetch",
+    "list_sources",
+    "load_preset_folder",
+    "model_config",
+    "read_checkpoint",
+]

@@ -1,0 +1,67 @@
+"""Downloads a named checkpoint once, converts it once, and caches it as a preset folder."""
+
+import os
+import shutil
+
+import keras
+
+from keras_vit.checkpoints import sources
+from keras_vit.checkpoints.loading import assign
+from keras_vit.checkpoints.read import PRESET_WEIGHTS, read_checkpoint
+
+
+def cache_dir():
+    """`$KERAS_VIT_HOME`, default `~/.keras/keras_vit`."""
+    return os.environ.get("KERAS_VIT_HOME") or os.path.join(os.path.expanduser("~"), ".keras", "keras_vit")
+
+
+def fetch(preset, name):
+    """The preset folder of named weights `name` of `preset`: downloaded and
+    converted on first use, then read from `cache_dir()/presets/`."""
+    source = sources.get_source(preset, name)
+    folder = os.path.join(cache_dir(), "presets", f"{preset}-{name}")
+    if os.path.exists(os.path.join(folder, PRESET_WEIGHTS)):
+        return folder
+    path = download(source)
+    from keras_vit.model import ViT
+
+    checkpoint = read_checkpoint(path)
+    model = ViT(**checkpoint.config, name=preset)
+    assign(model, checkpoint)
+    partial = folder + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_to_preset(partial)
+    os.replace(partial, folder)
+    return folder
+
+
+def download(source):
+    """`source`'s file in `cache_dir()/downloads/`, fetched with a progress
+    bar unless already there; checked against its sha256 where known."""
+    downloads = os.path.join(cache_dir(), "downloads")
+    target = os.path.join(downloads, source.filename)
+    os.makedirs(downloads, exist_ok=True)  # get_file falls back to /tmp for a missing folder
+    try:
+        return keras.utils.get_file(
+            source.filename,
+            origin=source.url,
+            file_hash=source.sha256,
+            hash_algorithm="sha256",
+            cache_dir=cache_dir(),
+            cache_subdir="downloads",
+        )
+    except ValueError as error:
+        if source.sha256 is None or "hash" not in str(error):
+            raise
+        if os.path.exists(target):
+            os.remove(target)
+        raise ValueError(
+            f"Download of {source.url} is corrupt or incomplete: its sha256 does not match "
+            f"{source.sha256}. The file was deleted; try again."
+        ) from None
+    except Exception as error:
+        raise ConnectionError(
+            f"Could not download {source.url} ({error}). Without network access, fetch the file "
+            f"elsewhere and put it at {target}"
+            + (f" (sha256 {source.sha256})." if source.sha256 else ".")
+        ) from None

@@ -1,0 +1,121 @@
+"""Builds a ViT from a checkpoint: config, position-embedding resize, head, strict assignment."""
+
+import numpy as np
+
+from keras_vit.layers import resize_position_embeddings
+
+ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim")
+POSITION = "position_embedding/embeddings"
+HEAD = ("head/kernel", "head/bias")
+PRE_LOGITS = ("pre_logits/kernel", "pre_logits/bias")
+HINTS = {
+    POSITION: "the checkpoint has no learned position embeddings (e.g. a big_vision sincos2d "
+    "model): pass position_embedding='sincos2d' or 'none'",
+    "class_token/token": "the checkpoint has no class token (global average pooling): "
+    "pass pooling='gap'",
+}
+
+
+def model_config(checkpoint, preset_config, overrides, preset_name=None):
+    """ViT arguments: the preset's, then what the checkpoint implies (image
+    size, classes, pre-logits, pooling, GELU, epsilon), then the user's."""
+    for key in ARCHITECTURE:
+        want, got = preset_config.get(key), checkpoint.config.get(key)
+        if want is not None and got is not None and want != got:
+            raise ValueError(
+                f"{checkpoint.origin} has {key}={got}, but preset {preset_name!r} has {key}={want}: "
+                f"wrong preset for this checkpoint. {_suggest(checkpoint.config)}"
+            )
+    config = {**preset_config, **checkpoint.config, **overrides}
+    dropped_pre_logits = checkpoint.config.get("representation_size") and not config.get("representation_size")
+    same_head = config.get("include_top", True) and config.get("num_classes") == checkpoint.config.get("num_classes")
+    if dropped_pre_logits and same_head and "head/kernel" in checkpoint.weights:
+        raise ValueError(
+            f"representation_size=None drops the checkpoint's pre_logits layer, but its head "
+            f"was trained on pre_logits' output: also pass num_classes=... for a fresh head, "
+            f"or include_top=False."
+        )
+    return config
+
+
+def assign(model, checkpoint, resize_method="bilinear"):
+    """Sets every weight of `model` from `checkpoint`, strictly.
+
+    The head is taken from the checkpoint only when its shape fits: a model
+    built with another `num_classes` (or one whose checkpoint has no head)
+    keeps its fresh, zero-initialised head; a model without the top, or
+    without `pre_logits`, leaves those keys out. Everything else must match:
+    keys left unused and weights left unset are errors that name them.
+    """
+    targets = {w.path: w for w in model.weights}
+    weights = dict(checkpoint.weights)
+    fresh = set()
+    if "head/kernel" in targets and (
+        "head/kernel" not in weights or weights["head/kernel"].shape != tuple(targets["head/kernel"].shape)
+    ):
+        fresh.update(HEAD)
+    for keys in (HEAD, PRE_LOGITS):
+        if keys[0] not in targets or keys[0] in fresh:
+            for key in keys:
+                weights.pop(key, None)
+    if POSITION in weights and POSITION in targets:
+        weights[POSITION] = _resize(weights[POSITION], model, resize_method)
+
+    unused = sorted(set(weights) - set(targets))
+    unset = sorted(set(targets) - set(weights) - fresh)
+    if unused or unset:
+        lines = [f"Checkpoint {checkpoint.origin} does not fit {model.name}:"]
+        if unused:
+            lines.append(f"keys in the checkpoint that the model does not use: {_names(unused)}")
+        if unset:
+            lines.append(f"weights of the model the checkpoint does not set: {_names(unset)}")
+            lines += [f"({HINTS[key]})" for key in unset if key in HINTS]
+        lines.append(_suggest(checkpoint.config))
+        raise ValueError("\n".join(lines))
+    for path, variable in targets.items():
+        if path in fresh:
+            continue
+        value = np.asarray(weights[path])
+        if value.shape != tuple(variable.shape):
+            raise ValueError(
+                f"Checkpoint {checkpoint.origin}: {path} has shape {value.shape}, the model's has "
+                f"{tuple(variable.shape)}. Likely a wrong preset or override (patch size, width, "
+                f"heads or MLP width differ). {_suggest(checkpoint.config)}"
+            )
+    for path, variable in targets.items():
+        if path not in fresh:
+            variable.assign(np.asarray(weights[path]).astype(variable.dtype))
+    return model
+
+
+def _resize(embeddings, model, method):
+    layer = model.get_layer("position_embedding")
+    target = tuple(layer.embeddings.shape)
+    if embeddings.shape == target or embeddings.ndim != 3 or embeddings.shape[2] != target[2]:
+        return embeddings  # equal, or a mismatch reported with both shapes
+    prefix = layer.num_prefix_tokens
+    side = int(round((embeddings.shape[1] - prefix) ** 0.5))
+    if side * side != embeddings.shape[1] - prefix:
+        raise ValueError(
+            f"Cannot resize position embeddings of shape {embeddings.shape}: not {prefix} prefix "
+            f"token(s) plus a square grid."
+        )
+    return resize_position_embeddings(embeddings, (side, side), layer.grid_size, prefix, method)
+
+
+def _names(keys, limit=12):
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _suggest(config):
+    from keras_vit.presets import PRESETS
+
+    matches = [
+        name for name, preset in PRESETS.items()
+        if all(config.get(key) in (None, preset[key]) for key in ARCHITECTURE)
+    ]
+    architecture = ", ".join(f"{key}={config[key]}" for key in ARCHITECTURE if config.get(key) is not None)
+    if matches:
+        return f"The checkpoint's architecture ({architecture}) is preset {' or '.join(matches)}."
+    return f"The checkpoint's architecture: {architecture}."

@@ -1,0 +1,160 @@
+"""timm and Hugging Face (`google/vit-*`) ViT checkpoints in safetensors.
+
+Read with `safetensors.numpy` (no torch). PyTorch `Linear` weights are
+`(out, in)`: transposed to Keras' `(in, out)`, and the attention projections
+reshaped to the `(D, heads, D / heads)` kernels of `MultiHeadAttention`.
+Both use the exact (erf) GELU; timm's LayerNorm epsilon is 1e-6, HF's 1e-12.
+"""
+
+import re
+
+import numpy as np
+
+TIMM_CONFIG = dict(gelu_approximate=False, layer_norm_epsilon=1e-6)
+HF_CONFIG = dict(gelu_approximate=False, layer_norm_epsilon=1e-12)
+HF_PATCH_KEY = "embeddings.patch_embeddings.projection.weight"
+
+
+def read_safetensors(path):
+    """All tensors of a `.safetensors` file as NumPy arrays; a clear error if corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"Could not read checkpoint {path}: {error}. The file is truncated, corrupt or "
+            f"not a safetensors file; delete it and download it again."
+        ) from None
+
+
+def is_timm(tensors):
+    return "patch_embed.proj.weight" in tensors
+
+
+def is_hf(tensors):
+    return any(key.endswith(HF_PATCH_KEY) for key in tensors)
+
+
+def convert_timm(tensors, num_heads):
+    """timm `VisionTransformer` state dict -> `{keras weight path: array}`."""
+    weights = {}
+    for key, value in tensors.items():
+        match = re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias)", key)
+        if key == "patch_embed.proj.weight":
+            weights["embedding/kernel"] = _conv_kernel(value)
+        elif key == "patch_embed.proj.bias":
+            weights["embedding/bias"] = value
+        elif key == "cls_token":
+            weights["class_token/token"] = value
+        elif key == "pos_embed":
+            weights["position_embedding/embeddings"] = value
+        elif key in ("norm.weight", "norm.bias"):
+            weights[_norm_path("encoder_norm", key)] = value
+        elif key in ("pre_logits.fc.weight", "pre_logits.fc.bias", "head.weight", "head.bias"):
+            weights[_dense_path(key.split(".")[0], key)] = _dense(value)
+        elif match and match.group(2) == "attn.qkv":
+            block = f"encoderblock_{match.group(1)}/attention"
+            for name, part in zip(("query", "key", "value"), np.split(value, 3)):
+                weights[_dense_path(f"{block}/{name}", key)] = _qkv(part, num_heads)
+        elif match and match.group(2) in TIMM_BLOCK:
+            path = f"encoderblock_{match.group(1)}/{TIMM_BLOCK[match.group(2)]}"
+            weights[_leaf_path(path, key)] = _convert_leaf(path, value, num_heads)
+        else:
+            weights[key] = value
+    return weights
+
+
+def convert_hf(tensors, num_heads):
+    """HF `ViTModel` / `ViTForImageClassification` -> `{keras weight path: array}`.
+
+    The `vit.` prefix is optional (`ViTModel` files have none); the pooler
+    (Dense + tanh on the class token) is the original `pre_logits`.
+    """
+    prefix = next(k for k in tensors if k.endswith(HF_PATCH_KEY))[: -len(HF_PATCH_KEY)]
+    weights = {}
+    for key, value in tensors.items():
+        name = key[len(prefix):] if key.startswith(prefix) else key
+        match = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)", name)
+        if name == HF_PATCH_KEY:
+            weights["embedding/kernel"] = _conv_kernel(value)
+        elif name == "embeddings.patch_embeddings.projection.bias":
+            weights["embedding/bias"] = value
+        elif name == "embeddings.cls_token":
+            weights["class_token/token"] = value
+        elif name == "embeddings.position_embeddings":
+            weights["position_embedding/embeddings"] = value
+        elif name in ("layernorm.weight", "layernorm.bias"):
+            weights[_norm_path("encoder_norm", name)] = value
+        elif name in ("pooler.dense.weight", "pooler.dense.bias"):
+            weights[_dense_path("pre_logits", name)] = _dense(value)
+        elif key in ("classifier.weight", "classifier.bias"):
+            weights[_dense_path("head", key)] = _dense(value)
+        elif match and match.group(2) in HF_BLOCK:
+            path = f"encoderblock_{match.group(1)}/{HF_BLOCK[match.group(2)]}"
+            weights[_leaf_path(path, name)] = _convert_leaf(path, value, num_heads)
+        else:
+            weights[key] = value
+    return weights
+
+
+TIMM_BLOCK = {
+    "norm1": "attention_norm",
+    "attn.proj": "attention/attention_output",
+    "norm2": "mlp_norm",
+    "mlp.fc1": "mlp/dense_0",
+    "mlp.fc2": "mlp/dense_1",
+}
+HF_BLOCK = {
+    "layernorm_before": "attention_norm",
+    "attention.attention.query": "attention/query",
+    "attention.attention.key": "attention/key",
+    "attention.attention.value": "attention/value",
+    "attention.output.dense": "attention/attention_output",
+    "layernorm_after": "mlp_norm",
+    "intermediate.dense": "mlp/dense_0",
+    "output.dense": "mlp/dense_1",
+}
+
+
+def _leaf_path(path, key):
+    if path.endswith("norm"):
+        return _norm_path(path, key)
+    return _dense_path(path, key)
+
+
+def _norm_path(path, key):
+    return f"{path}/{'gamma' if key.endswith('weight') else 'beta'}"
+
+
+def _dense_path(path, key):
+    return f"{path}/{'kernel' if key.endswith('weight') else 'bias'}"
+
+
+def _convert_leaf(path, value, num_heads):
+    if path.endswith("norm"):
+        return value
+    if path.endswith(("query", "key", "value")):
+        return _qkv(value, num_heads)
+    if path.endswith("attention_output"):
+        if value.ndim == 2:  # (D_out, D_in) -> (heads, D / heads, D_out)
+            return value.T.reshape(num_heads, -1, value.shape[0])
+        return value
+    return _dense(value)
+
+
+def _qkv(value, num_heads):
+    """`(D_out, D_in)` weight -> `(D_in, heads, D_out / heads)`; `(D_out,)` bias -> `(heads, D_out / heads)`."""
+    if value.ndim == 2:
+        return value.T.reshape(value.shape[1], num_heads, -1)
+    return value.reshape(num_heads, -1)
+
+
+def _dense(value):
+    return value.T if value.ndim == 2 else value
+
+
+def _conv_kernel(value):
+    """PyTorch `(D, C, P, P)` -> Keras HWIO `(P, P, C, D)`."""
+    return value.transpose(2, 3, 1, 0)

@@ -1,0 +1,153 @@
+"""Reads any supported checkpoint into Keras weight paths plus the config it implies."""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import keras
+
+from keras_vit.checkpoints import original, pytorch
+from keras_vit.model import PRESET_CONFIG, PRESET_WEIGHTS
+HF_WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    """Weights by Keras path (`encoderblock_0/attention/query/kernel`, ...),
+    the ViT arguments the checkpoint implies, and where it came from."""
+
+    weights: dict
+    config: dict = field(default_factory=dict)
+    origin: str = ""
+    layout: str = ""
+
+
+def read_checkpoint(path, num_heads=None):
+    """Reads `path`: an original or big_vision `.npz`, a timm or HF
+    `.safetensors` file (or an HF model folder), a preset folder
+    (`config.json` + `model.weights.h5`) or a `.keras` file.
+
+    `num_heads` is needed for the PyTorch layouts, whose fused or flat
+    attention weights do not record it.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, PRESET_WEIGHTS)):
+            return _from_model(load_preset_folder(path), path)
+        if os.path.exists(os.path.join(path, HF_WEIGHTS)):
+            return read_checkpoint(os.path.join(path, HF_WEIGHTS), num_heads)
+        raise ValueError(
+            f"Folder {path} holds neither a preset ({PRESET_CONFIG} + {PRESET_WEIGHTS}) nor "
+            f"a Hugging Face model ({HF_WEIGHTS})."
+        )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+    if path.endswith(".npz"):
+        arrays = original.read_npz(path)
+        layout = "original" if any(k.startswith("Transformer/") for k in arrays) else "big_vision"
+        weights = original.convert(arrays)
+        config = dict(gelu_approximate=True, layer_norm_epsilon=1e-6)
+    elif path.endswith(".safetensors"):
+        tensors = pytorch.read_safetensors(path)
+        if pytorch.is_timm(tensors):
+            layout, convert, config = "timm", pytorch.convert_timm, pytorch.TIMM_CONFIG
+        elif pytorch.is_hf(tensors):
+            layout, convert, config = "huggingface", pytorch.convert_hf, pytorch.HF_CONFIG
+        else:
+            raise ValueError(
+                f"{path} is neither a timm ViT (no 'patch_embed.proj.weight') nor a Hugging Face "
+                f"ViT (no '...{pytorch.HF_PATCH_KEY}')."
+            )
+        _check_num_heads(num_heads, tensors, path)
+        weights = convert(tensors, num_heads)
+    elif path.endswith(".keras"):
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        return _from_model(model, path)
+    elif path.endswith((".bin", ".pth", ".pt", ".ckpt")):
+        raise ValueError(
+            f"{path}: PyTorch pickle files are not loaded (unpickling can run code). "
+            f"Use the model's .safetensors file."
+        )
+    else:
+        raise ValueError(
+            f"Unknown checkpoint type {path}: expected .npz (original, big_vision), .safetensors "
+            f"(timm, Hugging Face), .keras, or a preset folder."
+        )
+    checkpoint = Checkpoint(weights, origin=path, layout=layout)
+    checkpoint.config = {**infer_config(weights, path), **config}
+    if layout != "original" and layout != "big_vision":
+        checkpoint.config["num_heads"] = num_heads
+    return checkpoint
+
+
+def load_preset_folder(directory):
+    """The model of a preset folder (written by `ViT.save_to_preset`), safely."""
+    try:
+        with open(os.path.join(directory, PRESET_CONFIG)) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Could not read {PRESET_CONFIG} of preset folder {directory}: {error}.") from None
+    model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    try:
+        model.load_weights(os.path.join(directory, PRESET_WEIGHTS))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"Could not load {PRESET_WEIGHTS} of preset folder {directory}: {error}."
+        ) from None
+    return model
+
+
+def infer_config(weights, origin):
+    """The ViT arguments a checkpoint's shapes imply."""
+    kernel = weights.get("embedding/kernel")
+    if kernel is None or kernel.ndim != 4:
+        raise ValueError(
+            f"{origin} has no patch embedding kernel (original 'embedding/kernel', timm "
+            f"'patch_embed.proj.weight'): not a ViT checkpoint, or a hybrid (ResNet) one, "
+            f"which keras_vit does not support."
+        )
+    config = dict(patch_size=int(kernel.shape[0]), hidden_dim=int(kernel.shape[3]))
+    config["num_layers"] = sum(
+        1 for key in weights if key.startswith("encoderblock_") and key.endswith("/attention_norm/gamma")
+    )
+    if "encoderblock_0/mlp/dense_0/kernel" in weights:
+        config["mlp_dim"] = int(weights["encoderblock_0/mlp/dense_0/kernel"].shape[1])
+    query = weights.get("encoderblock_0/attention/query/kernel")
+    if query is not None and query.ndim == 3:
+        config["num_heads"] = int(query.shape[1])
+    config["pooling"] = "token" if "class_token/token" in weights else "gap"
+    position = weights.get("position_embedding/embeddings")
+    if position is not None:
+        grid = position.shape[1] - (config["pooling"] == "token")
+        side = int(round(grid**0.5))
+        if side * side != grid:
+            raise ValueError(
+                f"{origin}: position embeddings {tuple(position.shape)} do not form a square grid; "
+                f"save non-square models with ViT.save_to_preset instead."
+            )
+        config["image_size"] = side * config["patch_size"]
+        config["position_embedding"] = "learned"
+    config["include_top"] = "head/kernel" in weights
+    if config["include_top"]:
+        config["num_classes"] = int(weights["head/kernel"].shape[-1])
+    config["representation_size"] = (
+        int(weights["pre_logits/kernel"].shape[-1]) if "pre_logits/kernel" in weights else None
+    )
+    return config
+
+
+def _from_model(model, origin):
+    config = model.get_config()
+    for key in ("name", "trainable", "dtype"):
+        config.pop(key, None)
+    weights = {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
+    return Checkpoint(weights, config, origin=origin, layout="keras")
+
+
+def _check_num_heads(num_heads, tensors, path):
+    width = next(v.shape[0] for k, v in tensors.items() if k.endswith(("patch_embed.proj.weight", pytorch.HF_PATCH_KEY)))
+    if not isinstance(num_heads, int) or num_heads < 1 or width % num_heads:
+        raise ValueError(
+            f"{path} (PyTorch layout) does not record the number of attention heads: pass "
+            f"num_heads (a divisor of the width {width}) or a preset; got num_heads={num_heads!r}."
+        )

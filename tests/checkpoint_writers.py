@@ -1,0 +1,135 @@
+"""Random checkpoints in each published layout, written from original-name arrays.
+
+Each writer is the inverse of a layout's documented naming, written here
+independently of keras_vit's readers.
+"""
+
+import numpy as np
+from safetensors.numpy import save_file
+
+POSEMB = "Transformer/posembed_input/pos_embedding"
+
+
+def random_params(seed=0, hidden=32, heads=4, mlp=64, layers=2, patch=8, grid=4, classes=7,
+                  representation=None, scale=0.2):
+    """Original-layout params (`Transformer/encoderblock_0/...`) with random values."""
+    rng = np.random.default_rng(seed)
+    k = hidden // heads
+
+    def r(*shape, base=0.0):
+        return (base + scale * rng.standard_normal(shape)).astype(np.float32)
+
+    p = {"embedding/kernel": r(patch, patch, 3, hidden), "embedding/bias": r(hidden),
+         "cls": r(1, 1, hidden), POSEMB: r(1, 1 + grid * grid, hidden)}
+    for i in range(layers):
+        b = f"Transformer/encoderblock_{i}/"
+        for norm in ("LayerNorm_0", "LayerNorm_2"):
+            p[f"{b}{norm}/scale"], p[f"{b}{norm}/bias"] = r(hidden, base=1.0), r(hidden)
+        a = b + "MultiHeadDotProductAttention_1/"
+        for name in ("query", "key", "value"):
+            p[f"{a}{name}/kernel"], p[f"{a}{name}/bias"] = r(hidden, heads, k), r(heads, k)
+        p[f"{a}out/kernel"], p[f"{a}out/bias"] = r(heads, k, hidden), r(hidden)
+        p[f"{b}MlpBlock_3/Dense_0/kernel"], p[f"{b}MlpBlock_3/Dense_0/bias"] = r(hidden, mlp), r(mlp)
+        p[f"{b}MlpBlock_3/Dense_1/kernel"], p[f"{b}MlpBlock_3/Dense_1/bias"] = r(mlp, hidden), r(hidden)
+    p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"] = r(hidden, base=1.0), r(hidden)
+    width = hidden
+    if representation:
+        p["pre_logits/kernel"], p["pre_logits/bias"] = r(hidden, representation), r(representation)
+        width = representation
+    p["head/kernel"], p["head/bias"] = r(width, classes), r(classes)
+    return p
+
+
+def write_original(params, path):
+    np.savez(path, **params)
+    return path
+
+
+def write_big_vision(params, path, scan=False):
+    """big_vision: under `params/`, per-type module numbering, position
+    embeddings for the patches only (added before the class token)."""
+    renames = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+               "LayerNorm_2": "LayerNorm_1", "MlpBlock_3": "MlpBlock_0"}
+    out = {}
+    for key, value in params.items():
+        if key in (POSEMB, "cls"):
+            continue
+        for old, new in renames.items():
+            key = key.replace(old, new)
+        out[key] = value
+    out["cls"] = params["cls"] + params[POSEMB][:, :1]
+    out["pos_embedding"] = params[POSEMB][:, 1:]
+    if scan:
+        blocks = sorted({k.split("/")[1] for k in out if k.startswith("Transformer/encoderblock_")},
+                        key=lambda name: int(name.split("_")[1]))
+        for rest in [k[len("Transformer/encoderblock_0/"):] for k in out if k.startswith("Transformer/encoderblock_0/")]:
+            out[f"Transformer/encoderblock/{rest}"] = np.stack([out.pop(f"Transformer/{b}/{rest}") for b in blocks])
+    np.savez(path, **{f"params/{k}": v for k, v in out.items()})
+    return path
+
+
+def _linear(kernel):
+    """Any `(in..., out...)` kernel with `in` first as a torch `(out, in)` weight."""
+    return kernel.reshape(kernel.shape[0], -1).T
+
+
+def _torch_blocks(params):
+    i = 0
+    while f"Transformer/encoderblock_{i}/LayerNorm_0/scale" in params:
+        yield i, f"Transformer/encoderblock_{i}/"
+        i += 1
+
+
+def write_timm(params, path):
+    hidden = params["embedding/bias"].shape[0]
+    t = {"patch_embed.proj.weight": params["embedding/kernel"].transpose(3, 2, 0, 1),
+         "patch_embed.proj.bias": params["embedding/bias"], "cls_token": params["cls"],
+         "pos_embed": params[POSEMB]}
+    for i, b in _torch_blocks(params):
+        a = b + "MultiHeadDotProductAttention_1/"
+        t[f"blocks.{i}.norm1.weight"], t[f"blocks.{i}.norm1.bias"] = params[b + "LayerNorm_0/scale"], params[b + "LayerNorm_0/bias"]
+        t[f"blocks.{i}.attn.qkv.weight"] = np.concatenate([_linear(params[f"{a}{n}/kernel"]) for n in ("query", "key", "value")])
+        t[f"blocks.{i}.attn.qkv.bias"] = np.concatenate([params[f"{a}{n}/bias"].reshape(-1) for n in ("query", "key", "value")])
+        t[f"blocks.{i}.attn.proj.weight"] = params[a + "out/kernel"].reshape(-1, hidden).T
+        t[f"blocks.{i}.attn.proj.bias"] = params[a + "out/bias"]
+        t[f"blocks.{i}.norm2.weight"], t[f"blocks.{i}.norm2.bias"] = params[b + "LayerNorm_2/scale"], params[b + "LayerNorm_2/bias"]
+        for j in (0, 1):
+            t[f"blocks.{i}.mlp.fc{j + 1}.weight"] = params[f"{b}MlpBlock_3/Dense_{j}/kernel"].T
+            t[f"blocks.{i}.mlp.fc{j + 1}.bias"] = params[f"{b}MlpBlock_3/Dense_{j}/bias"]
+    t["norm.weight"], t["norm.bias"] = params["Transformer/encoder_norm/scale"], params["Transformer/encoder_norm/bias"]
+    if "pre_logits/kernel" in params:
+        t["pre_logits.fc.weight"], t["pre_logits.fc.bias"] = params["pre_logits/kernel"].T, params["pre_logits/bias"]
+    t["head.weight"], t["head.bias"] = params["head/kernel"].T, params["head/bias"]
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}, path)
+    return path
+
+
+def write_hf(params, path, prefix="vit."):
+    """`ViTForImageClassification` (prefix `vit.`, `classifier`) or, with
+    prefix "", `ViTModel` (the pre-logits as `pooler.dense`, no head)."""
+    hidden = params["embedding/bias"].shape[0]
+    e = prefix + "embeddings."
+    t = {e + "patch_embeddings.projection.weight": params["embedding/kernel"].transpose(3, 2, 0, 1),
+         e + "patch_embeddings.projection.bias": params["embedding/bias"], e + "cls_token": params["cls"],
+         e + "position_embeddings": params[POSEMB]}
+    for i, b in _torch_blocks(params):
+        layer = f"{prefix}encoder.layer.{i}."
+        a = b + "MultiHeadDotProductAttention_1/"
+        t[layer + "layernorm_before.weight"], t[layer + "layernorm_before.bias"] = params[b + "LayerNorm_0/scale"], params[b + "LayerNorm_0/bias"]
+        for n in ("query", "key", "value"):
+            t[f"{layer}attention.attention.{n}.weight"] = _linear(params[f"{a}{n}/kernel"])
+            t[f"{layer}attention.attention.{n}.bias"] = params[f"{a}{n}/bias"].reshape(-1)
+        t[layer + "attention.output.dense.weight"] = params[a + "out/kernel"].reshape(-1, hidden).T
+        t[layer + "attention.output.dense.bias"] = params[a + "out/bias"]
+        t[layer + "layernorm_after.weight"], t[layer + "layernorm_after.bias"] = params[b + "LayerNorm_2/scale"], params[b + "LayerNorm_2/bias"]
+        t[layer + "intermediate.dense.weight"] = params[b + "MlpBlock_3/Dense_0/kernel"].T
+        t[layer + "intermediate.dense.bias"] = params[b + "MlpBlock_3/Dense_0/bias"]
+        t[layer + "output.dense.weight"] = params[b + "MlpBlock_3/Dense_1/kernel"].T
+        t[layer + "output.dense.bias"] = params[b + "MlpBlock_3/Dense_1/bias"]
+    t[prefix + "layernorm.weight"], t[prefix + "layernorm.bias"] = params["Transformer/encoder_norm/scale"], params["Transformer/encoder_norm/bias"]
+    if "pre_logits/kernel" in params:
+        t[prefix + "pooler.dense.weight"], t[prefix + "pooler.dense.bias"] = params["pre_logits/kernel"].T, params["pre_logits/bias"]
+    if "head/kernel" in params:
+        t["classifier.weight"], t["classifier.bias"] = params["head/kernel"].T, params["head/bias"]
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}, path)
+    return path
