@@ -12,6 +12,7 @@ def write_bytes(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -49,3 +50,9 @@ def check_writable(directory):
     fd, probe = tempfile.mkstemp(prefix=".probe-", dir=directory)
     os.close(fd)
     os.remove(probe)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
