@@ -1,0 +1,152 @@
+"""Export a trained keras_vit model to SavedModel, TFLite and ONNX, and prove
+each file right by running it in its own runtime.
+
+    report = export.export_model(model, "out/", formats=("saved_model", "tflite", "onnx"),
+                                 quantize=("fp32", "int8"), calibration_images=images)
+"""
+
+import os
+
+import keras
+import numpy as np
+
+import keras_vit
+from export.errors import ExportError, VerificationError
+from export.files import check_writable, write_bytes
+from export.onnx_model import convert_onnx
+from export.saved_model import write_saved_model
+from export.tflite import QUANTIZATIONS, convert_tflite
+from export.verify import format_table, keras_runner, verify, write_report
+
+FORMATS = ("saved_model", "tflite", "onnx")
+REPORT = "report.json"
+LABELS = "labels.txt"
+
+__all__ = ["ExportError", "VerificationError", "FORMATS", "QUANTIZATIONS", "export_model", "load_model"]
+
+
+def load_model(path):
+    """A keras_vit model from a `.keras` file written by `model.save` (safe mode)."""
+    if not (isinstance(path, str) and path.endswith(".keras") and os.path.isfile(path)):
+        raise ExportError(
+            f"{path!r} is not a .keras file; save the model with model.save('model.keras') and pass that file."
+        )
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:
+        raise ExportError(f"{path} does not load as a Keras model: {error}") from error
+    if not isinstance(model, keras_vit.ViT) or not model.include_top:
+        raise ExportError(
+            f"{path} holds a {type(model).__name__}, not a keras_vit.ViT with a classification head."
+        )
+    return model
+
+
+def export_model(
+    model,
+    out_dir,
+    formats=FORMATS,
+    quantize=("fp32",),
+    calibration_images=None,
+    verify_images=None,
+    class_names=None,
+    dynamic_batch=False,
+    threads=2,
+):
+    """Writes `model` to `out_dir` in each of `formats`, verifies every file
+    and returns the report (also written to `out_dir/report.json`).
+
+    Files: `saved_model/1/` (TF Serving layout), `model_{q}.tflite` for each
+    `q` in `quantize` (`model_{q}_dynamic_batch.tflite` with `dynamic_batch`),
+    `model.onnx`, `labels.txt` with `class_names`.
+    Images (calibration, verification) are `(N, H, W, 3)` in [0, 255]. Without
+    `verify_images`, the last fifth of `calibration_images` is held out for
+    verification (and not used to calibrate), else random images are used.
+    Raises `VerificationError` (after writing the report) if a file breaks a
+    threshold: max |Δ logits| ≤ 1e-4 (fp32), 1e-2 (fp16), both times
+    max(1, max |logits|); top-1 agreement ≥ 98% (int8).
+    """
+    formats, quantize = _check_options(model, formats, quantize, class_names, calibration_images)
+    try:
+        check_writable(out_dir)
+    except OSError as error:
+        raise ExportError(f"Output folder {out_dir!r} cannot be written: {error.strerror or error}.") from error
+    calibration_images, verify_images, source = _split_images(model, calibration_images, verify_images)
+
+    reference = keras_runner(model)
+    rows = []
+
+    def add(kind, path, q):
+        row = verify(kind, path, q, reference, verify_images, threads=threads)
+        row["file"] = os.path.relpath(path, out_dir)
+        rows.append(row)
+
+    if "saved_model" in formats:
+        path = os.path.join(out_dir, "saved_model", "1")
+        write_saved_model(model, path)
+        add("saved_model", path, "fp32")
+    if "tflite" in formats:
+        for q in quantize:
+            path = os.path.join(out_dir, f"model_{q}{'_dynamic_batch' if dynamic_batch else ''}.tflite")
+            write_bytes(path, convert_tflite(model, q, calibration_images, dynamic_batch))
+            add("tflite", path, q)
+    if "onnx" in formats:
+        path = os.path.join(out_dir, "model.onnx")
+        write_bytes(path, convert_onnx(model, class_names))
+        add("onnx", path, "fp32")
+    if class_names is not None:
+        write_bytes(os.path.join(out_dir, LABELS), "".join(f"{name}\n" for name in class_names).encode())
+
+    report = dict(
+        model=model.name,
+        image_size=list(model.image_size),
+        num_classes=model.num_classes,
+        verify_images=dict(count=len(verify_images), source=source),
+        threads=threads,
+        files=rows,
+    )
+    write_report(os.path.join(out_dir, REPORT), report)
+    print(format_table(rows))
+    failed = [f"{row['file']}: {'; '.join(row['failures'])}" for row in rows if row["failures"]]
+    if failed:
+        raise VerificationError(
+            "Exported files do not match the Keras model (see report.json):\n  " + "\n  ".join(failed)
+        )
+    return report
+
+
+def _check_options(model, formats, quantize, class_names, calibration_images):
+    formats, quantize = tuple(formats), tuple(quantize)
+    for name in formats:
+        if name not in FORMATS:
+            raise ExportError(f"Unknown format {name!r}; expected some of {', '.join(FORMATS)}.")
+    for q in quantize:
+        if q not in QUANTIZATIONS:
+            raise ExportError(f"Unknown quantization {q!r}; expected some of {', '.join(QUANTIZATIONS)}.")
+    if not formats or not quantize:
+        raise ExportError("Nothing to export: give at least one format and one quantization.")
+    if quantize != ("fp32",) and "tflite" not in formats:
+        raise ExportError(f"Quantization {quantize} applies to TFLite only; add the 'tflite' format.")
+    if "int8" in quantize and (calibration_images is None or len(calibration_images) < 2):
+        raise ExportError(
+            "quantize 'int8' needs calibration images (a few hundred from the training data): "
+            "pass calibration_images, or --calibration DATA (a folder of images or a .npy file)."
+        )
+    if class_names is not None and len(class_names) != model.num_classes:
+        raise ExportError(f"{len(class_names)} class names for a model with {model.num_classes} classes.")
+    return formats, quantize
+
+
+def _split_images(model, calibration_images, verify_images):
+    """(calibration, verification, where the verification images come from)."""
+    expected = (*model.image_size, 3)
+    for name, images in (("calibration", calibration_images), ("verification", verify_images)):
+        if images is not None and np.shape(images)[1:] != expected:
+            raise ExportError(f"{name} images have shape {np.shape(images)}; expected (N, {expected[0]}, {expected[1]}, 3).")
+    if verify_images is not None:
+        return calibration_images, np.asarray(verify_images, "float32"), "given"
+    if calibration_images is not None and len(calibration_images) >= 2:
+        held_out = max(1, len(calibration_images) // 5)
+        return calibration_images[:-held_out], np.asarray(calibration_images[-held_out:], "float32"), "held out from calibration"
+    rng = np.random.default_rng(0)
+    return calibration_images, rng.uniform(0, 255, (16, *model.image_size, 3)).astype("float32"), "random"

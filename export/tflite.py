@@ -1,0 +1,73 @@
+"""TFLite conversion (builtin ops only) and the op list of a `.tflite` file."""
+
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert import schema_py_generated as schema
+
+from export.errors import ExportError
+
+QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
+_BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def convert_tflite(model, quantize="fp32", calibration_images=None, dynamic_batch=False):
+    """`model` as `.tflite` bytes: images `(1 or B, H, W, 3)` float32 in
+    [0, 255] -> logits `(1 or B, classes)` float32.
+
+    `quantize`: `"fp32"`; `"fp16"` (float16 weights); `"dynamic"` (int8
+    weights, float activations); `"int8"` (int8 weights and activations,
+    calibrated on `calibration_images` `(N, H, W, 3)`; float32 input and
+    output). Only TFLite builtin ops are allowed (no Flex ops).
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ExportError(f"Unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}.")
+    if quantize == "int8" and (calibration_images is None or len(calibration_images) == 0):
+        raise ExportError(
+            "quantize='int8' needs calibration images (a few hundred from the training data): "
+            "pass --calibration DATA (a folder of images or a .npy file)."
+        )
+    height, width = model.image_size
+    with tempfile.TemporaryDirectory() as directory:
+        # A fixed batch of 1 keeps SHAPE/GATHER/REDUCE_PROD out of the mobile graph.
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve",
+            lambda images: model(images, training=False),
+            input_signature=[tf.TensorSpec((None if dynamic_batch else 1, height, width, 3), tf.float32, name="images")],
+        )
+        archive.write_out(directory, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize != "fp32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":
+            images = np.asarray(calibration_images, "float32")
+            converter.representative_dataset = lambda: ([image[None]] for image in images)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter raises several private types
+            raise ExportError(
+                f"TFLite conversion ({quantize}, builtin ops only) failed: {error}".strip()
+            ) from error
+
+
+def tflite_ops(content):
+    """The operators a `.tflite` flatbuffer uses, as `{name: is_builtin}`;
+    custom and Flex ops are not builtin."""
+    root = schema.Model.GetRootAsModel(content, 0)
+    ops = {}
+    for i in range(root.OperatorCodesLength()):
+        code = root.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            ops[code.CustomCode().decode()] = False
+        else:
+            ops[_BUILTIN_NAMES[builtin]] = True
+    return ops

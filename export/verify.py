@@ -1,0 +1,155 @@
+"""Runs each written file in its own runtime and compares it with Keras."""
+
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+import onnxruntime
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from export.errors import ExportError
+from export.files import write_bytes
+from export.tflite import tflite_ops
+
+# Max |Δ logits| allowed, as a fraction of the logits' scale max(1, max |logits|);
+# quantized int8 files are held to top-1 agreement instead.
+MAX_DIFF = {"fp32": 1e-4, "fp16": 1e-2}
+MIN_TOP1_AGREEMENT = 0.98
+
+
+class SavedModelRunner:
+    def __init__(self, path, threads=2):
+        self.loaded = tf.saved_model.load(path)
+        self.default = self.loaded.signatures["serving_default"]
+        self.uint8 = self.loaded.signatures["serving_uint8"]
+
+    def __call__(self, images):
+        return self.default(images=tf.constant(images))["logits"].numpy()
+
+    def uint8_logits(self, images):
+        return self.uint8(images=tf.constant(images))["logits"].numpy()
+
+
+class TFLiteRunner:
+    def __init__(self, path, threads=2):
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.dynamic_batch = self.input["shape_signature"][0] == -1
+        self.batch = None
+
+    def _run(self, images):
+        if self.dynamic_batch and self.batch != len(images):
+            self.interpreter.resize_tensor_input(self.input["index"], images.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(images)
+        elif self.batch is None:
+            self.interpreter.allocate_tensors()
+            self.batch = 1
+        self.interpreter.set_tensor(self.input["index"], images)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"]).copy()
+
+    def __call__(self, images):
+        if self.dynamic_batch:
+            return self._run(images)
+        return np.concatenate([self._run(image[None]) for image in images])
+
+
+class OnnxRunner:
+    def __init__(self, path, threads=2):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, images):
+        return self.session.run(["logits"], {self.input: images})[0]
+
+
+RUNNERS = {"saved_model": SavedModelRunner, "tflite": TFLiteRunner, "onnx": OnnxRunner}
+
+
+def median_latency(fn, image, runs=20, warmup=3):
+    """Median seconds of `fn(image)` over `runs` calls."""
+    for _ in range(warmup):
+        fn(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(image)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def keras_runner(model):
+    """A batch-1-capable float32 forward pass of the Keras model, in a tf.function."""
+    forward = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    return lambda images: forward(tf.constant(images)).numpy()
+
+
+def verify(kind, path, quantize, reference, images, threads=2, runs=20):
+    """Loads `path` with its own runtime, runs it on `images` and compares
+    with `reference(images)`, the Keras logits. Returns a report row (a dict)."""
+    expected = reference(images)
+    try:
+        runner = RUNNERS[kind](path, threads=threads)
+        got = runner(images)
+    except Exception as error:
+        raise ExportError(f"{path} was written but does not load and run in its runtime: {error}") from error
+    diff = float(np.max(np.abs(got - expected)))
+    if kind == "saved_model":
+        # The uint8 signature, on the same pixels rounded to integers.
+        pixels = np.clip(np.round(images), 0, 255)
+        uint8_diff = runner.uint8_logits(pixels.astype("uint8")) - reference(pixels.astype("float32"))
+        diff = max(diff, float(np.max(np.abs(uint8_diff))))
+    row = dict(
+        format=kind,
+        quantize=quantize,
+        file=path,
+        size_bytes=_size(path),
+        max_abs_diff=diff,
+        top1_agreement=float(np.mean(got.argmax(-1) == expected.argmax(-1))),
+        latency_ms=1e3 * median_latency(runner, images[:1], runs=runs),
+        failures=[],
+    )
+    if quantize in MAX_DIFF:
+        row["tolerance"] = MAX_DIFF[quantize] * max(1.0, float(np.max(np.abs(expected))))
+        if diff > row["tolerance"]:
+            row["failures"].append(f"max |Δ logits| {diff:.3g} > {row['tolerance']:.3g}")
+    elif row["top1_agreement"] < MIN_TOP1_AGREEMENT:
+        row["failures"].append(f"top-1 agreement {row['top1_agreement']:.1%} < {MIN_TOP1_AGREEMENT:.0%}")
+    if kind == "tflite":
+        with open(path, "rb") as f:
+            ops = tflite_ops(f.read())
+        row["ops"] = sorted(ops)
+        custom = sorted(name for name, builtin in ops.items() if not builtin)
+        if custom:
+            row["failures"].append(f"non-builtin ops {custom}")
+    return row
+
+
+def _size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+    return os.path.getsize(path)
+
+
+def format_table(rows):
+    """The report as a fixed-width text table."""
+    lines = [f"{'file':<40} {'size':>10} {'max |Δ|':>9} {'top-1':>7} {'ms (b=1)':>9}  status"]
+    for row in rows:
+        status = "ok" if not row["failures"] else "FAIL: " + "; ".join(row["failures"])
+        lines.append(
+            f"{row['file']:<40} {row['size_bytes'] / 1e6:>8.2f}MB {row['max_abs_diff']:>9.2e} "
+            f"{row['top1_agreement']:>7.1%} {row['latency_ms']:>9.2f}  {status}"
+        )
+    return "\n".join(lines)
+
+
+def write_report(path, report):
+    write_bytes(path, json.dumps(report, indent=2).encode())

@@ -1,0 +1,219 @@
+"""Export a small ViT trained on scikit-learn's digits to every format and
+check each file in its own runtime against the Keras model."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+from sklearn.datasets import load_digits
+
+import export
+import keras_vit
+from export.__main__ import main
+from export.files import write_bytes, write_directory
+from export.tflite import tflite_ops
+from export.verify import MAX_DIFF
+
+CLASS_NAMES = [f"digit_{i}" for i in range(10)]
+
+
+def digits():
+    """1,797 handwritten digits as 16x16x3 pixels in [0, 255], and labels."""
+    data = load_digits()
+    images = np.kron(data.images, np.ones((2, 2))) * (255 / 16)
+    return np.repeat(images[..., None], 3, axis=-1).astype("float32"), data.target
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(model path, model, calibration images, held-out images, held-out labels, export folder, report)."""
+    images, labels = digits()
+    keras.utils.set_random_seed(0)
+    model = keras_vit.ViT(
+        image_size=16, patch_size=4, hidden_dim=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=10
+    )
+    steps = 12 * (1400 // 32 + 1)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=2e-3, warmup_steps=steps // 10)
+    model.compile(
+        keras.optimizers.AdamW(schedule, weight_decay=0.05),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(images[:1400], labels[:1400], epochs=12, batch_size=32, verbose=0)
+    root = tmp_path_factory.mktemp("export")
+    path = str(root / "digits.keras")
+    model.save(path)
+    out = str(root / "out")
+    report = export.export_model(
+        model, out, quantize=("fp32", "fp16", "dynamic", "int8"), calibration_images=images[:300],
+        verify_images=images[1400:], class_names=CLASS_NAMES,
+    )
+    return path, model, images[:300], images[1400:], labels[1400:], out, report
+
+
+def rows(report):
+    return {(row["format"], row["quantize"]): row for row in report["files"]}
+
+
+def tflite_logits(path, images):
+    interpreter = Interpreter(model_path=path, num_threads=1)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    logits = []
+    for image in images:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        logits.append(interpreter.get_tensor(out["index"])[0])
+    return np.array(logits)
+
+
+def test_model_learned_digits(trained):
+    _, model, _, held_out, labels, _, _ = trained
+    accuracy = np.mean(model.predict(held_out, verbose=0).argmax(-1) == labels)
+    assert accuracy > 0.8  # so int8 top-1 agreement means something
+
+
+def test_report_meets_thresholds(trained):
+    *_, out, report = trained
+    assert set(rows(report)) == {
+        ("saved_model", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"),
+        ("tflite", "int8"), ("onnx", "fp32"),
+    }
+    for row in report["files"]:
+        assert row["failures"] == [], row
+        assert row["size_bytes"] > 0 and row["latency_ms"] > 0
+    for key in (("saved_model", "fp32"), ("tflite", "fp32"), ("onnx", "fp32")):
+        assert rows(report)[key]["max_abs_diff"] <= 1e-4
+    assert rows(report)[("tflite", "fp16")]["max_abs_diff"] <= 1e-2 * 20
+    assert rows(report)[("tflite", "int8")]["top1_agreement"] >= 0.98
+    with open(os.path.join(out, "report.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(report))
+    with open(os.path.join(out, "labels.txt")) as f:
+        assert f.read().split() == CLASS_NAMES
+
+
+def test_tflite_files_run_in_litert_with_builtin_ops_only(trained):
+    _, model, _, held_out, _, out, report = trained
+    expected = model.predict(held_out, verbose=0)
+    sizes = {}
+    for q in ("fp32", "fp16", "dynamic", "int8"):
+        path = os.path.join(out, f"model_{q}.tflite")
+        with open(path, "rb") as f:
+            ops = tflite_ops(f.read())
+        assert all(ops.values()), ops
+        assert not {"SHAPE", "GATHER", "REDUCE_PROD"} & set(ops)  # batch 1: no dynamic-shape ops
+        got = tflite_logits(path, held_out)
+        agreement = np.mean(got.argmax(-1) == expected.argmax(-1))
+        if q == "fp32":
+            np.testing.assert_allclose(got, expected, atol=1e-4)
+        else:
+            assert agreement >= 0.98, (q, agreement)
+        sizes[q] = os.path.getsize(path)
+    assert "QUANTIZE" in rows(report)[("tflite", "int8")]["ops"]
+    assert sizes["dynamic"] < 0.5 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
+
+
+def test_saved_model_signatures(trained):
+    _, model, _, held_out, _, out, _ = trained
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model", "1"))
+    assert set(loaded.signatures) == {"serving_default", "serving_uint8"}
+    pixels = np.round(held_out[:5])
+    expected = model.predict(pixels, verbose=0)
+    for name, images in (("serving_default", pixels), ("serving_uint8", pixels.astype("uint8"))):
+        result = loaded.signatures[name](images=tf.constant(images))
+        np.testing.assert_allclose(result["logits"], expected, atol=1e-5)
+        np.testing.assert_allclose(result["probabilities"], tf.nn.softmax(expected), atol=1e-6)
+
+
+def test_onnx_runs_in_onnxruntime_with_dynamic_batch(trained):
+    _, model, _, held_out, _, out, _ = trained
+    path = os.path.join(out, "model.onnx")
+    proto = onnx.load(path)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["class_names"]) == CLASS_NAMES
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        (logits,) = session.run(["logits"], {"images": held_out[:batch]})
+        np.testing.assert_allclose(logits, model.predict(held_out[:batch], verbose=0), atol=1e-4)
+
+
+def test_cli_dynamic_batch_tflite(trained, tmp_path, capsys):
+    path, model, calibration, *_ = trained
+    np.save(tmp_path / "images.npy", calibration[:20])
+    out = tmp_path / "cli"
+    argv = [path, "--format", "tflite", "--dynamic-batch", "--calibration", str(tmp_path / "images.npy"), "--out", str(out)]
+    assert main(argv) == 0
+    assert "model_fp32_dynamic_batch.tflite" in capsys.readouterr().out
+    interpreter = Interpreter(model_path=str(out / "model_fp32_dynamic_batch.tflite"))
+    (inp,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(inp["index"], (4, 16, 16, 3))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], calibration[:4])
+    interpreter.invoke()
+    logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(logits, model.predict(calibration[:4], verbose=0), atol=1e-4)
+    report = json.loads((out / "report.json").read_text())
+    assert report["verify_images"] == {"count": 4, "source": "held out from calibration"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{tmp}/missing.keras"], "is not a .keras file"),
+        (["{tmp}"], "is not a .keras file"),
+        (["{model}", "--format", "coreml"], "Unknown format 'coreml'"),
+        (["{model}", "--format", "tflite", "--quantize", "int4"], "Unknown quantization 'int4'"),
+        (["{model}", "--format", "tflite", "--quantize", "int8"], "needs calibration images"),
+        (["{model}", "--format", "onnx", "--quantize", "fp16"], "applies to TFLite only"),
+        (["{model}", "--out", "{tmp}/file.txt/out"], "cannot be written"),
+        (["{model}", "--calibration", "{tmp}/file.txt", "--quantize", "int8"], "neither a folder of images nor a .npy"),
+    ],
+)
+def test_cli_bad_input(trained, tmp_path, capsys, argv, message):
+    (tmp_path / "file.txt").write_text("not a folder")
+    argv = [a.format(tmp=tmp_path, model=trained[0]) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_not_a_vit_model(tmp_path):
+    path = str(tmp_path / "dense.keras")
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(path)
+    with pytest.raises(export.ExportError, match="not a keras_vit.ViT"):
+        export.load_model(path)
+
+
+def test_failed_writes_keep_the_old_files(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        write_bytes(str(path), None)  # fails half-way
+    folder = tmp_path / "saved_model"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"old")
+
+    def write(directory):
+        open(os.path.join(directory, "saved_model.pb"), "wb").close()
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_directory(str(folder), write)
+    assert path.read_bytes() == b"old" and (folder / "saved_model.pb").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["model.tflite", "saved_model"]  # no temporaries left
+    write_directory(str(folder), lambda d: open(os.path.join(d, "new"), "w").close())
+    assert os.listdir(folder) == ["new"] and sorted(os.listdir(tmp_path)) == ["model.tflite", "saved_model"]
+
+
+def test_verification_fails_loudly(trained, tmp_path, monkeypatch):
+    _, model, _, held_out, *_ = trained
+    monkeypatch.setitem(MAX_DIFF, "fp32", 0.0)
+    with pytest.raises(export.VerificationError, match=r"model_fp32.tflite: max \|Δ logits\|"):
+        export.export_model(model, str(tmp_path), formats=("tflite",), verify_images=held_out[:8])
+    assert json.loads((tmp_path / "report.json").read_text())["files"][0]["failures"]
