@@ -3,7 +3,12 @@
 
 import numpy as np
 
-from keras_vit.analysis.attention import attention_rollout, mean_attention_distance, upsample
+from keras_vit.analysis.attention import (
+    attention_distance,
+    attention_rollout,
+    mean_attention_distance,
+    upsample,
+)
 from keras_vit.analysis.embeddings import patch_embedding_filters, position_embedding_similarity
 from keras_vit.analysis.permutation import position_embedding_effect
 
@@ -81,8 +86,11 @@ def plot_mean_attention_distance(model, images, path=None):
     ax = figure.subplots()
     for h in range(heads):
         ax.scatter(np.arange(1, num_layers + 1), distance[:, h], label=f"head {h + 1}", s=25)
-    height, width = model.image_size
-    ax.set_ylim(0, np.hypot(height - model.patch_size, width - model.patch_size) / 2 + model.patch_size)
+    grid_size = tuple(size // model.patch_size for size in model.image_size)
+    tokens = grid_size[0] * grid_size[1]
+    uniform = attention_distance(np.full((1, 1, 1, tokens, tokens), 1 / tokens), grid_size, model.patch_size)
+    ax.axhline(uniform[0, 0], color="gray", linestyle="--", label="uniform attention")
+    ax.set_ylim(0, 1.25 * max(uniform.max(), distance.max()))
     ax.set_xticks(np.arange(1, num_layers + 1))
     ax.set_xlabel("network depth (block)")
     ax.set_ylabel("mean attention distance (pixels)")
@@ -122,8 +130,7 @@ def plot_position_embedding_effect(model, images, path=None, seed=0):
         ax.imshow(image)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    titles = (f"the model ({model.position_embedding} position embeddings)",
-              "the model without position embeddings")
+    titles = (f"{model.position_embedding} position embeddings", "position embeddings removed")
     for ax, key, title in zip(axes[2:], ("with", "without"), titles):
         original, shuffled = (o[0] for o in effect[key])
         if model.include_top:
@@ -132,6 +139,8 @@ def plot_position_embedding_effect(model, images, path=None, seed=0):
         index = np.arange(len(original))
         ax.bar(index - 0.2, original, width=0.4, label="input")
         ax.bar(index + 0.2, shuffled, width=0.4, label="shuffled")
+        if len(index) <= 20:
+            ax.set_xticks(index)
         ax.set_xlabel("class" if model.include_top else "feature")
         ax.set_ylabel("probability" if model.include_top else "value")
         ax.set_title(f"{title}\nmax |change| = {change:.2g}", fontsize=9)
