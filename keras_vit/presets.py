@@ -27,7 +27,7 @@ PRESETS = {
 
 
 def list_presets():
-    """The names `ViT.from_preset` accepts, smallest model first."""
+    """The names `ViT.from_preset` accepts: plain ViTs smallest first, then the hybrids."""
     return list(PRESETS)
 
 
