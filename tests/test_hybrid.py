@@ -154,3 +154,32 @@ def test_training_step_changes_the_stem():
 def test_invalid_hybrid_config(overrides, message):
     with pytest.raises(ValueError, match=message):
         keras_vit.ViT(**{**HYBRID, **overrides})
+
+
+def test_export_to_tflite_builtins_and_onnx(tmp_path):
+    import onnxruntime
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = randomize(keras_vit.ViT(**HYBRID))
+    images = random_images(batch=1)
+    expected = np.asarray(model(images))
+
+    model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved_model"))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # fails on any other op
+    interpreter = Interpreter(model_content=converter.convert())
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert {"CONV_2D", "MAX_POOL_2D", "RSQRT"} <= ops  # the stem's convolutions, pool and GroupNorm
+    assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), ops
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, images)
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected, atol=2e-5)
+
+    model.export(str(tmp_path / "model.onnx"), format="onnx", verbose=False)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    (got,) = session.run(None, {session.get_inputs()[0].name: images})
+    np.testing.assert_allclose(got, expected, atol=2e-5)
