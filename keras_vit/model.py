@@ -8,8 +8,9 @@ import keras
 from keras import ops
 
 from keras_vit import presets
-from keras_vit.layers import ClassToken, PatchEmbedding, PositionEmbedding, TransformerBlock
+from keras_vit.layers import ClassToken, PatchEmbedding, PositionEmbedding, ResNetStem, TransformerBlock
 from keras_vit.layers.patch_embedding import grid_size
+from keras_vit.layers.resnet import GROUPS, stem_stride
 
 POOLINGS = ("token", "gap")
 POSITION_EMBEDDINGS = ("learned", "sincos2d", "none")
@@ -30,12 +31,14 @@ class ViT(keras.Model):
     Layers, by name (the names are API; checkpoints map onto them):
     `rescaling`, `embedding` (PatchEmbedding), `class_token` (with token
     pooling), `position_embedding`, `encoderblock_{i}` (TransformerBlock),
+    and for hybrids `resnet` (ResNetStem) before `embedding`,
     `encoder_norm`, `pre_logits` (Dense + tanh, with `representation_size`),
     `head` (zero-initialised Dense).
 
     Args:
-        image_size: int or `(height, width)`; both divisible by `patch_size`.
-        patch_size: side of the square patches.
+        image_size: int or `(height, width)`; both divisible by `patch_size`
+            (for hybrids: the ResNet feature map's sides).
+        patch_size: side of the square patches (for hybrids: on the feature map).
         hidden_dim: token width D.
         num_layers: Transformer blocks.
         num_heads: attention heads; must divide `hidden_dim`.
@@ -53,6 +56,12 @@ class ViT(keras.Model):
         include_rescaling: map [0, 255] inputs to [-1, 1] inside the model.
         position_embedding: `"learned"` (the paper), `"sincos2d"` (fixed,
             big_vision) or `"none"`.
+        resnet_layers: None for the plain ViT; for a hybrid, the units per
+            stage of its ResNet stem (the original `resnet.num_layers`):
+            `(3, 4, 9)` for R50+ViT-B/16 (stride 16), `()` for the root alone
+            (stride 4). The Transformer then embeds the feature map.
+        resnet_width: the stem's width factor (root width `64 * resnet_width`,
+            a multiple of 32 for GroupNorm's 32 groups).
     """
 
     def __init__(
@@ -74,11 +83,14 @@ class ViT(keras.Model):
         layer_norm_epsilon=1e-6,
         include_rescaling=True,
         position_embedding="learned",
+        resnet_layers=None,
+        resnet_width=1,
         dtype=None,
         name="vit",
         **kwargs,
     ):
         image_size = _pair(image_size)
+        resnet_layers = _check_resnet(resnet_layers, resnet_width)
         _check_config(
             image_size=image_size,
             patch_size=patch_size,
@@ -95,6 +107,7 @@ class ViT(keras.Model):
                 drop_path_rate=drop_path_rate,
             ),
             position_embedding=position_embedding,
+            resnet_layers=resnet_layers,
         )
         policy = keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
         # Logits in float32 under mixed precision; otherwise the model's dtype.
@@ -102,13 +115,15 @@ class ViT(keras.Model):
         layers = []
         if include_rescaling:
             layers.append(keras.layers.Rescaling(1 / 127.5, offset=-1.0, dtype=policy, name="rescaling"))
+        if resnet_layers is not None:
+            layers.append(ResNetStem(resnet_layers, resnet_width, dtype=policy, name="resnet"))
         layers.append(PatchEmbedding(patch_size, hidden_dim, dtype=policy, name="embedding"))
         if pooling == "token":
             layers.append(ClassToken(dtype=policy, name="class_token"))
         if position_embedding != "none":
             layers.append(
                 PositionEmbedding(
-                    grid_size(image_size, patch_size),
+                    grid_size(feature_size(image_size, resnet_layers), patch_size),
                     num_prefix_tokens=int(pooling == "token"),
                     kind=position_embedding,
                     dtype=policy,
@@ -166,6 +181,8 @@ class ViT(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.include_rescaling = include_rescaling
         self.position_embedding = position_embedding
+        self.resnet_layers = resnet_layers
+        self.resnet_width = resnet_width
 
     @classmethod
     def from_preset(cls, preset, weights=None, resize_method="bilinear", **overrides):
@@ -283,6 +300,8 @@ class ViT(keras.Model):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "include_rescaling": self.include_rescaling,
             "position_embedding": self.position_embedding,
+            "resnet_layers": None if self.resnet_layers is None else list(self.resnet_layers),
+            "resnet_width": self.resnet_width,
         }
 
     @classmethod
@@ -319,7 +338,7 @@ class _FeatureExtractor(keras.Model):
 def _forward(layers, images, pooling, return_attention=False):
     """Applies the named layers to `images`; returns every intermediate by name."""
     x = images
-    for name in ("rescaling", "embedding", "class_token", "position_embedding", "embedding_dropout"):
+    for name in ("rescaling", "resnet", "embedding", "class_token", "position_embedding", "embedding_dropout"):
         if name in layers:
             x = layers[name](x)
     hidden_states, attention = [], []
@@ -349,9 +368,39 @@ def _pair(size):
     raise ValueError(f"image_size must be an int or (height, width), got {size!r}.")
 
 
+def feature_size(image_size, resnet_layers):
+    """The `(height, width)` the patch embedding sees: the image, or the
+    hybrid's ResNet feature map (stride 4, doubled by every stage after the
+    first; SAME padding rounds up)."""
+    if resnet_layers is None:
+        return image_size
+    stride = stem_stride(resnet_layers)
+    return tuple(-(-size // stride) for size in image_size)
+
+
+def _check_resnet(resnet_layers, resnet_width):
+    """`resnet_layers` as a tuple (or None), with clear errors."""
+    if resnet_layers is None:
+        return None
+    if not isinstance(resnet_layers, (tuple, list)) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in resnet_layers
+    ):
+        raise ValueError(
+            f"resnet_layers must be None (plain ViT) or a tuple of positive ints (units per "
+            f"ResNet stage, e.g. (3, 4, 9); () for the root alone), got {resnet_layers!r}."
+        )
+    width = 64 * resnet_width if isinstance(resnet_width, (int, float)) and not isinstance(resnet_width, bool) else None
+    if width is None or width <= 0 or width != int(width) or int(width) % GROUPS:
+        raise ValueError(
+            f"resnet_width must make a root width 64 * resnet_width that is a positive multiple "
+            f"of {GROUPS} (GroupNorm's groups), e.g. 0.5, 1 or 2; got {resnet_width!r}."
+        )
+    return tuple(resnet_layers)
+
+
 def _check_config(
     image_size, patch_size, hidden_dim, num_layers, num_heads, mlp_dim, num_classes,
-    pooling, representation_size, rates, position_embedding,
+    pooling, representation_size, rates, position_embedding, resnet_layers=None,
 ):
     sizes = dict(
         patch_size=patch_size, hidden_dim=hidden_dim, num_layers=num_layers,
@@ -363,7 +412,14 @@ def _check_config(
     for key, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{key} must be a positive int, got {value!r}.")
-    grid_size(image_size, patch_size)
+    features = feature_size(image_size, resnet_layers)
+    if resnet_layers is not None and any(size % patch_size for size in features):
+        raise ValueError(
+            f"image_size {image_size} gives a ResNet feature map of {features} (stride "
+            f"{stem_stride(resnet_layers)}), not divisible by patch_size {patch_size}; use an image "
+            f"size that is a multiple of {stem_stride(resnet_layers) * patch_size}."
+        )
+    grid_size(features, patch_size)
     if hidden_dim % num_heads:
         raise ValueError(
             f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}; "

@@ -11,7 +11,7 @@ POSEMB = "Transformer/posembed_input/pos_embedding"
 
 
 def random_params(seed=0, hidden=32, heads=4, mlp=64, layers=2, patch=8, grid=4, classes=7,
-                  representation=None, scale=0.2):
+                  representation=None, scale=0.2, channels=3):
     """Original-layout params (`Transformer/encoderblock_0/...`) with random values."""
     rng = np.random.default_rng(seed)
     k = hidden // heads
@@ -19,7 +19,7 @@ def random_params(seed=0, hidden=32, heads=4, mlp=64, layers=2, patch=8, grid=4,
     def r(*shape, base=0.0):
         return (base + scale * rng.standard_normal(shape)).astype(np.float32)
 
-    p = {"embedding/kernel": r(patch, patch, 3, hidden), "embedding/bias": r(hidden),
+    p = {"embedding/kernel": r(patch, patch, channels, hidden), "embedding/bias": r(hidden),
          "cls": r(1, 1, hidden), POSEMB: r(1, 1 + grid * grid, hidden)}
     for i in range(layers):
         b = f"Transformer/encoderblock_{i}/"
@@ -38,6 +38,31 @@ def random_params(seed=0, hidden=32, heads=4, mlp=64, layers=2, patch=8, grid=4,
         width = representation
     p["head/kernel"], p["head/bias"] = r(width, classes), r(classes)
     return p
+
+
+def random_resnet_params(seed=1, stages=(2, 1), width=32, scale=0.2):
+    """A hybrid stem in the original names, GroupNorm params shaped `(1, 1, 1, C)`
+    as old Flax stored them. Returns (params, feature channels)."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape, base=0.0):
+        return (base + scale * rng.standard_normal(shape)).astype(np.float32)
+
+    p = {"conv_root/kernel": r(7, 7, 3, width),
+         "gn_root/scale": r(1, 1, 1, width, base=1.0), "gn_root/bias": r(1, 1, 1, width)}
+    channels = width
+    for i, units in enumerate(stages):
+        features = width * 2**i
+        for j in range(units):
+            u = f"block{i + 1}/unit{j + 1}/"
+            shapes = {"1": (1, channels, features), "2": (3, features, features), "3": (1, features, 4 * features)}
+            if j == 0:
+                shapes["_proj"] = (1, channels, 4 * features)
+            for name, (k, cin, cout) in shapes.items():
+                p[f"{u}conv{name}/kernel"] = r(k, k, cin, cout)
+                p[f"{u}gn{name}/scale"], p[f"{u}gn{name}/bias"] = r(1, 1, 1, cout, base=1.0), r(1, 1, 1, cout)
+            channels = 4 * features
+    return p, channels
 
 
 def write_original(params, path):
@@ -85,6 +110,7 @@ def write_timm(params, path):
     t = {"patch_embed.proj.weight": params["embedding/kernel"].transpose(3, 2, 0, 1),
          "patch_embed.proj.bias": params["embedding/bias"], "cls_token": params["cls"],
          "pos_embed": params[POSEMB]}
+    t.update(_timm_resnet(params))
     for i, b in _torch_blocks(params):
         a = b + "MultiHeadDotProductAttention_1/"
         t[f"blocks.{i}.norm1.weight"], t[f"blocks.{i}.norm1.bias"] = params[b + "LayerNorm_0/scale"], params[b + "LayerNorm_0/bias"]
@@ -102,6 +128,28 @@ def write_timm(params, path):
     t["head.weight"], t["head.bias"] = params["head/kernel"].T, params["head/bias"]
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}, path)
     return path
+
+
+def _timm_resnet(params):
+    """timm's `patch_embed.backbone.` names for a hybrid stem (none for a plain ViT)."""
+    if "conv_root/kernel" not in params:
+        return {}
+    stem_only = "block1/unit1/conv1/kernel" not in params
+    root = "patch_embed.backbone." if stem_only else "patch_embed.backbone.stem."
+    t = {root + "conv.weight": params["conv_root/kernel"].transpose(3, 2, 0, 1),
+         root + "norm.weight": params["gn_root/scale"].reshape(-1), root + "norm.bias": params["gn_root/bias"].reshape(-1)}
+    for key, value in params.items():
+        parts = key.split("/")
+        if not key.startswith("block"):
+            continue
+        stage, unit, layer, leaf = int(parts[0][5:]) - 1, int(parts[1][4:]) - 1, parts[2], parts[3]
+        name = {"conv_proj": "downsample.conv", "gn_proj": "downsample.norm"}.get(layer, layer.replace("gn", "norm"))
+        prefix = f"patch_embed.backbone.stages.{stage}.blocks.{unit}.{name}."
+        if leaf == "kernel":
+            t[prefix + "weight"] = value.transpose(3, 2, 0, 1)
+        else:
+            t[prefix + ("weight" if leaf == "scale" else "bias")] = value.reshape(-1)
+    return t
 
 
 def write_hf(params, path, prefix="vit."):

@@ -49,3 +49,23 @@ def original_params(model):
             layer = model.get_layer(name)
             p[f"{name}/kernel"], p[f"{name}/bias"] = layer.kernel.numpy(), layer.bias.numpy()
     return p
+
+
+HYBRID = dict(TINY, patch_size=1, resnet_layers=(2, 1), resnet_width=0.5)
+
+
+def original_resnet_params(model):
+    """The hybrid stem's weights under the original names (`conv_root/kernel`,
+    `gn_root/scale`, `block1/unit1/conv1/kernel`, ...), read through the layers."""
+    stem = model.get_layer("resnet")
+    p = {"conv_root/kernel": stem.conv_root.kernel.numpy(),
+         "gn_root/scale": stem.gn_root.gamma.numpy(), "gn_root/bias": stem.gn_root.beta.numpy()}
+    for i, stage in enumerate(stem.stages):
+        for j, unit in enumerate(stage.units):
+            u = f"block{i + 1}/unit{j + 1}/"
+            names = ["1", "2", "3"] + (["_proj"] if unit.needs_projection else [])
+            for n in names:
+                conv, norm = getattr(unit, f"conv{n}"), getattr(unit, f"gn{n}")
+                p[f"{u}conv{n}/kernel"] = conv.kernel.numpy()
+                p[f"{u}gn{n}/scale"], p[f"{u}gn{n}/bias"] = norm.gamma.numpy(), norm.beta.numpy()
+    return p

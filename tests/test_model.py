@@ -103,7 +103,8 @@ def test_parameter_counts(preset, count):
 
 def test_presets_and_overrides():
     assert keras_vit.list_presets() == [
-        "vit_ti16", "vit_s16", "vit_s32", "vit_b8", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14"]
+        "vit_ti16", "vit_s16", "vit_s32", "vit_b8", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14",
+        "r_vit_ti16", "r26_vit_s32", "r50_vit_b16"]
     model = keras_vit.ViT.from_preset("vit_s32", image_size=64, num_layers=2, num_classes=10)
     assert (model.name, model.hidden_dim, model.num_layers, model.patch_size) == ("vit_s32", 384, 2, 32)
     assert model.get_layer("position_embedding").embeddings.shape == (1, 5, 384)

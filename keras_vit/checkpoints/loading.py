@@ -4,7 +4,7 @@ import numpy as np
 
 from keras_vit.layers import resize_position_embeddings
 
-ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim")
+ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "resnet_layers", "resnet_width")
 POSITION = "position_embedding/embeddings"
 HEAD = ("head/kernel", "head/bias")
 PRE_LOGITS = ("pre_logits/kernel", "pre_logits/bias")
@@ -21,7 +21,7 @@ def model_config(checkpoint, preset_config, overrides, preset_name=None):
     size, classes, pre-logits, pooling, GELU, epsilon), then the user's."""
     for key in ARCHITECTURE:
         want, got = preset_config.get(key), checkpoint.config.get(key)
-        if want is not None and got is not None and want != got:
+        if _differs(key, want, got, checkpoint.config):
             raise ValueError(
                 f"{checkpoint.origin} has {key}={got}, but preset {preset_name!r} has {key}={want}: "
                 f"wrong preset for this checkpoint. {_suggest(checkpoint.config)}"
@@ -103,6 +103,16 @@ def _resize(embeddings, model, method):
     return resize_position_embeddings(embeddings, (side, side), layer.grid_size, prefix, method)
 
 
+def _differs(key, want, got, config):
+    """Whether a preset's `want` contradicts a checkpoint's `got` (None: not
+    known, except that `resnet_layers=None` means a plain ViT)."""
+    if key == "resnet_layers":
+        if key not in config:
+            return False
+        return (None if want is None else tuple(want)) != (None if got is None else tuple(got))
+    return want is not None and got is not None and want != got
+
+
 def _names(keys, limit=12):
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -113,9 +123,12 @@ def _suggest(config):
 
     matches = [
         name for name, preset in PRESETS.items()
-        if all(config.get(key) in (None, preset[key]) for key in ARCHITECTURE)
+        if not any(_differs(key, preset.get(key), config.get(key), config) for key in ARCHITECTURE)
     ]
-    architecture = ", ".join(f"{key}={config[key]}" for key in ARCHITECTURE if config.get(key) is not None)
+    keys = [key for key in ARCHITECTURE if config.get(key) is not None]
+    if config.get("resnet_layers") is None and "resnet_width" in keys:
+        keys.remove("resnet_width")  # meaningless without a stem
+    architecture = ", ".join(f"{key}={config[key]}" for key in keys)
     if matches:
         return f"The checkpoint's architecture ({architecture}) is preset {' or '.join(matches)}."
     return f"The checkpoint's architecture: {architecture}."

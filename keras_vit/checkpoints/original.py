@@ -7,7 +7,11 @@ entry for the class token) and big_vision (the same under `params/`, with
 per-type numbering `LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1,
 MlpBlock_0`, a top-level `pos_embedding` for the patches only, and, when
 trained with `scan=True`, one `Transformer/encoderblock` stacked over depth)
-map onto the same Keras weights.
+map onto the same Keras weights. Hybrid (R50+ViT-B_16, AugReg R26/R-Ti)
+files add the ResNet stem at the top level (`conv_root`, `gn_root`,
+`block{i}/unit{j}/{conv,gn}{1,2,3,_proj}`), which maps onto the `resnet/...`
+weights; their GroupNorm `scale`/`bias` may be stored as `(1, 1, 1, C)` (old
+Flax) and are squeezed to `(C,)`.
 """
 
 import re
@@ -46,6 +50,7 @@ POSITION_EMBEDDINGS = (
     "pos_embedding",  # big_vision
 )
 POSITION = "position_embedding/embeddings"
+RESNET = re.compile(r"conv_root/kernel|gn_root/(scale|bias)|block\d+/unit\d+/(conv(\d|_proj)/kernel|gn(\d|_proj)/(scale|bias))")
 
 
 def read_npz(path):
@@ -76,7 +81,10 @@ def convert(arrays):
     params = _unstack_scanned_blocks(params)
     weights = {}
     for key, value in params.items():
-        weights[_keras_path(key) or key] = value
+        path = _keras_path(key) or key
+        if path.startswith("resnet/") and "/gn" in path:
+            value = value.reshape(-1)
+        weights[path] = value
     position = [k for k in POSITION_EMBEDDINGS if k in params]
     if position:
         embeddings = params[position[0]]
@@ -105,6 +113,8 @@ def _unstack_scanned_blocks(params):
 def _keras_path(key):
     if key in TOP_LEVEL:
         return TOP_LEVEL[key]
+    if RESNET.fullmatch(key):
+        return "resnet/" + key.replace("/scale", "/gamma").replace("/bias", "/beta")
     match = re.fullmatch(r"Transformer/encoderblock_(\d+)/(\w+)/(.+)", key)
     if not match or match.group(2) not in BLOCK_PARTS:
         return None

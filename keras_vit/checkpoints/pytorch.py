@@ -4,6 +4,14 @@ Read with `safetensors.numpy` (no torch). PyTorch `Linear` weights are
 `(out, in)`: transposed to Keras' `(in, out)`, and the attention projections
 reshaped to the `(D, heads, D / heads)` kernels of `MultiHeadAttention`.
 Both use the exact (erf) GELU; timm's LayerNorm epsilon is 1e-6, HF's 1e-12.
+
+timm's hybrids (`vit_base_r50_s16_384`, `vit_small_r26_s32_224`,
+`vit_tiny_r_s16_p8_224`, ...) hold the ResNet under `patch_embed.backbone.`
+(`stem.conv`, `stem.norm`, or `conv`, `norm` for the root alone;
+`stages.{i}.blocks.{j}.{conv,norm}{1,2,3}`, `downsample.{conv,norm}`). Their
+weights were converted from the original files; keras_vit runs them with the
+original's weight standardisation (`std + 1e-5`) and GroupNorm epsilon (1e-6),
+where timm's port uses `sqrt(var + 1e-8)` and 1e-5.
 """
 
 import re
@@ -46,6 +54,9 @@ def convert_timm(tensors, num_heads):
             weights["embedding/kernel"] = _conv_kernel(value)
         elif key == "patch_embed.proj.bias":
             weights["embedding/bias"] = value
+        elif _timm_resnet_path(key):
+            path = _timm_resnet_path(key)
+            weights[path] = _conv_kernel(value) if path.endswith("kernel") else value
         elif key == "cls_token":
             weights["class_token/token"] = value
         elif key == "pos_embed":
@@ -97,6 +108,29 @@ def convert_hf(tensors, num_heads):
         else:
             weights[key] = value
     return weights
+
+
+def _timm_resnet_path(key):
+    """`patch_embed.backbone.stages.0.blocks.1.norm2.weight` -> `resnet/block1/unit2/gn2/gamma`."""
+    match = re.fullmatch(r"patch_embed\.backbone\.(?:stem\.)?(conv|norm)\.(weight|bias)", key)
+    if match:
+        layer = "conv_root" if match.group(1) == "conv" else "gn_root"
+        return _resnet_leaf(f"resnet/{layer}", match.group(2))
+    match = re.fullmatch(
+        r"patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.(conv\d|norm\d|downsample\.conv|downsample\.norm)\.(weight|bias)",
+        key,
+    )
+    if not match:
+        return None
+    stage, block, layer, leaf = match.groups()
+    layer = {"downsample.conv": "conv_proj", "downsample.norm": "gn_proj"}.get(layer, layer.replace("norm", "gn"))
+    return _resnet_leaf(f"resnet/block{int(stage) + 1}/unit{int(block) + 1}/{layer}", leaf)
+
+
+def _resnet_leaf(path, leaf):
+    if "/conv" in path:
+        return f"{path}/kernel" if leaf == "weight" else None
+    return f"{path}/{'gamma' if leaf == 'weight' else 'beta'}"
 
 
 TIMM_BLOCK = {

@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 import keras
 
 from keras_vit.checkpoints import original, pytorch
+from keras_vit.layers.resnet import stem_stride
 from keras_vit.model import PRESET_CONFIG, PRESET_WEIGHTS
 HF_WEIGHTS = "model.safetensors"
 
@@ -103,10 +105,10 @@ def infer_config(weights, origin):
     if kernel is None or kernel.ndim != 4:
         raise ValueError(
             f"{origin} has no patch embedding kernel (original 'embedding/kernel', timm "
-            f"'patch_embed.proj.weight'): not a ViT checkpoint, or a hybrid (ResNet) one, "
-            f"which keras_vit does not support."
+            f"'patch_embed.proj.weight'): not a ViT checkpoint."
         )
     config = dict(patch_size=int(kernel.shape[0]), hidden_dim=int(kernel.shape[3]))
+    config.update(_resnet_config(weights))
     config["num_layers"] = sum(
         1 for key in weights if key.startswith("encoderblock_") and key.endswith("/attention_norm/gamma")
     )
@@ -125,7 +127,8 @@ def infer_config(weights, origin):
                 f"{origin}: position embeddings {tuple(position.shape)} do not form a square grid; "
                 f"save non-square models with ViT.save_to_preset instead."
             )
-        config["image_size"] = side * config["patch_size"]
+        stride = 1 if config["resnet_layers"] is None else stem_stride(config["resnet_layers"])
+        config["image_size"] = side * config["patch_size"] * stride
         config["position_embedding"] = "learned"
     config["include_top"] = "head/kernel" in weights
     if config["include_top"]:
@@ -134,6 +137,24 @@ def infer_config(weights, origin):
         int(weights["pre_logits/kernel"].shape[-1]) if "pre_logits/kernel" in weights else None
     )
     return config
+
+
+def _resnet_config(weights):
+    """`resnet_layers` (units per stage; None without a ResNet stem) and `resnet_width`."""
+    root = weights.get("resnet/conv_root/kernel")
+    if root is None:
+        return dict(resnet_layers=None)
+    units = {}
+    for key in weights:
+        match = re.fullmatch(r"resnet/block(\d+)/unit(\d+)/conv1/kernel", key)
+        if match:
+            stage, unit = int(match.group(1)), int(match.group(2))
+            units[stage] = max(units.get(stage, 0), unit)
+    width = int(root.shape[-1])
+    return dict(
+        resnet_layers=tuple(units[i] for i in range(1, len(units) + 1) if i in units),
+        resnet_width=width // 64 if width % 64 == 0 else width / 64,
+    )
 
 
 def _from_model(model, origin):

@@ -9,6 +9,7 @@ from keras_vit.layers.position_embedding import (
     resize_position_embeddings,
     sincos_2d_embeddings,
 )
+from keras_vit.layers.resnet import ResNetStage, ResNetStem, ResNetUnit, StdConv2D
 from keras_vit.layers.transformer_block import TransformerBlock
 
 __all__ = [
@@ -17,6 +18,10 @@ __all__ = [
     "MlpBlock",
     "PatchEmbedding",
     "PositionEmbedding",
+    "ResNetStage",
+    "ResNetStem",
+    "ResNetUnit",
+    "StdConv2D",
     "TransformerBlock",
     "gelu",
     "resize_position_embeddings",
