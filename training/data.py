@@ -120,8 +120,8 @@ def pipeline(
     if cache:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(10_000, seed=seed).repeat()
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        ds = ds.shuffle(10_000, seed=seed + 1).repeat()  # seed 0 means "unseeded" to tf.data
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=training or drop_remainder)
     batch_ops = augment.BatchAugment(opts, seed=seed) if training else None
     if batch_ops:

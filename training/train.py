@@ -25,7 +25,8 @@ def check(config):
     for key in ("batch_size", "epochs"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"{key} must be a positive int, got {config[key]!r}.")
-    strategies.precision_policy(config["precision"], "default")
+    if config["precision"] not in strategies.PRECISIONS:  # no device query: TF must not start before the strategy
+        raise ValueError(f"Unknown precision {config['precision']!r}; expected one of {', '.join(strategies.PRECISIONS)}.")
     if config["strategy"] not in strategies.STRATEGIES:
         raise ValueError(f"Unknown strategy {config['strategy']!r}; expected one of {', '.join(strategies.STRATEGIES)}.")
     if os.environ.get("TF_CONFIG"):
