@@ -1,0 +1,159 @@
+"""The training program: recipes, data, augmentation, few-shot evaluation,
+errors, and (in subprocesses) strategies and resuming after kill -9."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import augment, data, fewshot, recipes, strategy, train
+from training.__main__ import parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+# A tiny run on digits: 16x16 images, 16 patches, D=16, one block.
+TINY = [
+    "--image-size", "16", "--batch-size", "16", "--steps-per-epoch", "4", "--epochs", "3",
+    "--set", "model={\"patch_size\": 4, \"hidden_dim\": 16, \"num_layers\": 1, \"num_heads\": 2, \"mlp_dim\": 32}",
+    "--set", "augment={}", "--set", "warmup_steps=2", "--set", "fewshot=[]", "--set", "jit_compile=false",
+    "--set", "verbose=2",
+]
+
+
+def test_warmup_decay_matches_formula():
+    cosine = recipes.WarmupDecay(0.1, 10, 110, "cosine")
+    linear = recipes.WarmupDecay(0.1, 10, 110, "linear")
+    for step in (0, 5, 10, 35, 60, 110, 200):
+        progress = min(max((step - 10) / 100, 0), 1)
+        want_cos = 0.1 * step / 10 if step < 10 else 0.05 * (1 + np.cos(np.pi * progress))
+        want_lin = 0.1 * step / 10 if step < 10 else 0.1 * (1 - progress)
+        np.testing.assert_allclose(float(cosine(step)), want_cos, atol=1e-7)
+        np.testing.assert_allclose(float(linear(step)), want_lin, atol=1e-7)
+
+
+def test_recipes_follow_the_paper():
+    sgd = recipes.optimizer("finetune", 0.03, 100, 10)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9 and sgd.global_clipnorm == 1.0
+    adam = recipes.optimizer("pretrain", 1e-3, 100, 10)
+    assert isinstance(adam, keras.optimizers.AdamW)
+    assert (adam.beta_1, adam.beta_2, adam.weight_decay, adam.global_clipnorm) == (0.9, 0.999, 0.1, 1.0)
+    assert adam._learning_rate.decay == "linear"
+    deit = recipes.optimizer("deit", 1e-3, 100, 10)
+    assert deit.weight_decay == 0.05 and deit._learning_rate.decay == "cosine"
+    with pytest.raises(ValueError, match="no weight decay"):
+        recipes.optimizer("finetune", 0.03, 100, 10, weight_decay=0.1)
+
+
+def test_fewshot_matches_scikit_learn_ridge():
+    from sklearn.linear_model import RidgeClassifier
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(5, 12))
+    y_train, y_test = np.repeat(np.arange(5), 4), np.repeat(np.arange(5), 30)
+    x_train = centers[y_train] + rng.normal(size=(20, 12))
+    x_test = centers[y_test] + rng.normal(size=(150, 12))
+    for l2 in (0.1, 1.0, 100.0):
+        reference = RidgeClassifier(alpha=l2).fit(x_train, y_train).score(x_test, y_test)
+        assert fewshot.fewshot_accuracy(x_train, y_train, x_test, y_test, 5, l2) == pytest.approx(reference)
+    idx = fewshot.sample_shots(y_test, 3)
+    assert np.bincount(y_test[idx]).tolist() == [3] * 5
+
+
+def test_mixup_cutmix_erasing_keep_shapes_and_label_mass():
+    opts = augment.options(dict(translate=0.1, flip=True, randaugment=2, mixup=0.8, cutmix=1.0, erasing=0.5))
+    ds = tf.data.Dataset.from_tensor_slices((np.full((8, 12, 12, 3), 200, "uint8"), np.arange(8) % 4))
+    batches = data.pipeline(ds, (16, 16), 4, 4, training=True, augment_options=opts)
+    images, labels = next(iter(batches))
+    assert images.shape == (4, 16, 16, 3) and labels.shape == (4, 4)
+    np.testing.assert_allclose(labels.numpy().sum(1), 1.0, atol=1e-5)
+    assert 0 <= images.numpy().min() and images.numpy().max() <= 255
+    crop = augment.inception_crop(tf.zeros((40, 30, 3)), (16, 16))
+    assert crop.shape == (16, 16, 3)
+
+
+def test_digits_splits():
+    splits = data.load_splits("digits")
+    sizes = [data.count(s) for s in splits[:3]]
+    assert sum(sizes) == 1797 and sizes[0] == 1257 and splits.num_classes == 10
+    image, _ = next(iter(splits.train))
+    assert image.shape == (8, 8, 3) and image.dtype == tf.uint8 and int(tf.reduce_max(image)) == 255
+
+
+def test_tfds_by_name(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    calls = {}
+
+    def fake_load(name, split, data_dir, as_supervised, with_info):
+        calls.update(name=name, split=split, data_dir=data_dir)
+        info = type("Info", (), {"features": {"label": type("L", (), {"num_classes": 10})()}})()
+        make = lambda n: tf.data.Dataset.from_tensor_slices((np.zeros((n, 32, 32, 3), "uint8"), np.zeros(n, "int64")))  # noqa: E731
+        return [make(9), make(1), make(2)], info
+
+    monkeypatch.setattr(tfds, "load", fake_load)
+    splits = data.load_splits("cifar10", data_dir="/data/tfds")
+    assert calls == dict(name="cifar10", split=["train[:90%]", "train[90%:]", "test"], data_dir="/data/tfds")
+    assert splits.num_classes == 10 and data.count(splits.train) == 9
+
+
+def test_image_folder(tmp_path):
+    for c, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            pixels = np.full((6, 7, 3), 40 * c + i, "uint8")
+            tf.io.write_file(str(tmp_path / name / f"{i}.png"), tf.io.encode_png(pixels))
+    splits = data.load_splits(str(tmp_path))
+    assert splits.num_classes == 2 and [data.count(s) for s in splits[:3]] == [8, 1, 1]
+    image, label = next(iter(splits.test))
+    assert image.shape == (6, 7, 3) and int(image[0, 0, 0]) // 40 == int(label)
+    (tmp_path / "dog" / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        data.load_splits(str(tmp_path))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "mnist_typo"], "Unknown data set 'mnist_typo'"),
+    (["--preset", "vit_z16"], "Unknown preset 'vit_z16'"),
+    (["--image-size", "18"], "not divisible"),
+    (["--set", "recipe=adam"], "Unknown recipe 'adam'"),
+    (["--set", "augment.mixups=1"], "Unknown augment option"),
+    (["--set", "epoch=3"], "Unknown config key 'epoch'"),
+])
+def test_bad_config_is_reported_before_training(args, message):
+    with pytest.raises(ValueError, match=message):
+        train.prepare(parse(args))
+
+
+def test_empty_folder_and_bad_batch_and_tf_config(tmp_path):
+    with pytest.raises(ValueError, match="No images"):
+        data.load_splits(str(tmp_path))
+    with pytest.raises(ValueError, match="batch_size 30 .* not divisible by the 4 replicas"):
+        strategy.check_batch_size(30, 4)
+    for text, message in [
+        ("{not json", "not valid JSON"),
+        ('{"cluster": {"worker": ["a:1"]}}', "'task'"),
+        ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}', "not host:port"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "out of range"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "not a job"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            strategy.parse_tf_config(text)
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    env = dict(ENV, TF_CONFIG='{"cluster": {"worker": ["127.0.0.1"]}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "--output", str(tmp_path)], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: TF_CONFIG")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,1 @@
+"""The training program for keras_vit: `python -m training` (see README)."""

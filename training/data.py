@@ -1,0 +1,134 @@
+"""Data sets as tf.data pipelines: scikit-learn's digits, TFDS by name, or a
+folder of images per class.
+
+`load_splits` returns `Splits`: train/validation/test `tf.data.Dataset`s of
+`(image uint8 (h, w, 3), label int)` examples, unbatched, and the class count.
+`pipeline` turns one into batches of `(float32 (B, H, W, 3) in [0, 255],
+one-hot (B, K))` with static shapes.
+"""
+
+import collections
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from training import augment
+
+Splits = collections.namedtuple("Splits", "train validation test num_classes")
+
+# TFDS name -> (train, validation, test) split strings.
+TFDS_SPLITS = {
+    "cifar10": ("train[:90%]", "train[90%:]", "test"),
+    "cifar100": ("train[:90%]", "train[90%:]", "test"),
+    "oxford_iiit_pet": ("train[:90%]", "train[90%:]", "test"),
+    "oxford_flowers102": ("train", "validation", "test"),
+    "imagenet2012": ("train[:99%]", "train[99%:]", "validation"),
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def load_splits(data, data_dir=None, seed=0):
+    """`data`: `digits`, a TFDS name of TFDS_SPLITS (read from `data_dir`), or
+    a folder with one sub-folder of images per class."""
+    if data == "digits":
+        return digits(seed)
+    if data in TFDS_SPLITS:
+        return tfds_splits(data, data_dir)
+    if os.path.isdir(data):
+        return folder(data, seed)
+    raise ValueError(
+        f"Unknown data set {data!r}; expected 'digits', one of {', '.join(TFDS_SPLITS)} "
+        f"(TensorFlow Datasets, with --data-dir for a local copy) or a folder of class sub-folders."
+    )
+
+
+def digits(seed=0):
+    """scikit-learn's 1,797 8x8 digits (shipped in its wheel, no download):
+    gray 0..16 → 0..255, 3 channels; 70/15/15 % stratified split by `seed`."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = np.repeat(np.round(bunch.images * (255 / 16)).astype("uint8")[..., None], 3, axis=-1)
+    labels = bunch.target.astype("int32")
+    x_train, x_rest, y_train, y_rest = train_test_split(images, labels, test_size=0.3, random_state=seed, stratify=labels)
+    x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest)
+    make = lambda x, y: tf.data.Dataset.from_tensor_slices((x, y))  # noqa: E731
+    return Splits(make(x_train, y_train), make(x_val, y_val), make(x_test, y_test), 10)
+
+
+def tfds_splits(name, data_dir=None):
+    import tensorflow_datasets as tfds
+
+    splits, info = tfds.load(name, split=list(TFDS_SPLITS[name]), data_dir=data_dir, as_supervised=True, with_info=True)
+    num_classes = info.features["label"].num_classes
+    return Splits(*splits, num_classes)
+
+
+def folder(path, seed=0):
+    """`path/<class>/<image>`: classes in sorted order; each image is decoded
+    once here so that a broken file is named before training. 80/10/10 % split."""
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        for f in sorted(os.listdir(os.path.join(path, name))):
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(os.path.join(path, name, f))
+                labels.append(label)
+    if not files:
+        raise ValueError(
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders of {path!r}; "
+            f"expected {path}/<class name>/<image>."
+        )
+    for f in files:
+        try:
+            tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+            raise ValueError(f"Cannot read image {f!r}: {e.message.splitlines()[0]}. Remove or replace it.") from None
+    order = np.random.default_rng(seed).permutation(len(files))
+    files, labels = np.array(files)[order], np.array(labels, "int32")[order]
+    n_val = n_test = max(1, len(files) // 10)
+    cuts = [(n_val + n_test, None), (0, n_val), (n_val, n_val + n_test)]
+
+    def decode(f, y):
+        return tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False), y
+
+    make = lambda a, b: tf.data.Dataset.from_tensor_slices((files[a:b], labels[a:b])).map(decode)  # noqa: E731
+    return Splits(*(make(a, b) for a, b in cuts), len(classes))
+
+
+def pipeline(
+    ds, image_size, num_classes, batch_size, training,
+    augment_options=None, resize="bilinear", drop_remainder=True, seed=0, cache=False,
+):
+    """Batches of `(float32 (B, H, W, 3), one-hot (B, K))`, `B = batch_size`
+    with `drop_remainder` (static shapes for TPU; always when training).
+    Training: shuffled, repeated (pass `steps_per_epoch` to fit), augmented.
+    `resize`: the tf.image.resize method to `image_size`."""
+    opts = augment.options(augment_options or {})
+    size = tuple(image_size)
+
+    def prepare(image, label):
+        image = tf.cast(image, tf.float32)
+        if training and opts["inception_crop"]:
+            image = augment.inception_crop(image, size, opts["crop_scale"])
+        else:
+            image = tf.image.resize(image, size, method=resize)
+        return image, tf.one_hot(label, num_classes)
+
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(10_000, seed=seed + 1).repeat()  # seed 0 means "unseeded" to tf.data
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=training or drop_remainder)
+    batch_ops = augment.BatchAugment(opts, seed=seed) if training else None
+    if batch_ops:
+        ds = ds.map(batch_ops, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count(ds):
+    n = ds.cardinality()
+    return int(n) if n >= 0 else int(ds.reduce(0, lambda c, _: c + 1))

@@ -1,0 +1,79 @@
+"""The paper's few-shot linear evaluation (Sec. 4.1; big_vision's evaluator).
+
+The representation is frozen: `ViT.feature_extractor(["pooled"])`. A linear
+map to {-1, 1} targets is solved in closed form with L2 regularisation
+(ridge, the bias unregularised), from `k` training images per class; the
+accuracy is measured on the test split.
+
+    python -m training.fewshot --model runs/digits/model.keras --data digits
+"""
+
+import argparse
+
+import keras
+import numpy as np
+
+from training import data
+
+SHOTS = (1, 5, 10, 25)
+
+
+def fewshot_accuracy(x_train, y_train, x_test, y_test, num_classes, l2_reg=1.0):
+    """Ridge regression to {-1, 1} one-vs-all targets, closed form:
+    `W = (XᵀX + λI)⁻¹ XᵀY` on features centred by the training mean (with
+    the mean target as the bias). Returns the test top-1 accuracy."""
+    x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
+    targets = 2.0 * np.eye(num_classes)[y_train] - 1.0
+    x_mean, t_mean = x_train.mean(0), targets.mean(0)
+    xc = x_train - x_mean
+    w = np.linalg.solve(xc.T @ xc + l2_reg * np.eye(xc.shape[1]), xc.T @ (targets - t_mean))
+    scores = (x_test - x_mean) @ w + t_mean
+    return float(np.mean(np.argmax(scores, 1) == np.asarray(y_test)))
+
+
+def sample_shots(labels, shots, seed=0):
+    """Indices of the first `shots` examples of each class in a seeded shuffle."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    return np.concatenate([order[labels[order] == c][:shots] for c in np.unique(labels)])
+
+
+def features(model, ds, image_size, resize, batch_size=64):
+    """Pooled features `(N, D)` and labels `(N,)` of every example in `ds`."""
+    extractor = model.feature_extractor(["pooled"])
+    batches = data.pipeline(ds, image_size, 1, batch_size, training=False, resize=resize, drop_remainder=False)
+    labels = np.concatenate([y for _, y in ds.batch(1024).as_numpy_iterator()])
+    pooled = np.concatenate([extractor(x)["pooled"].numpy() for x, _ in batches])
+    return pooled.astype("float64"), labels
+
+
+def evaluate(model, splits, image_size, resize, shots=SHOTS, l2_reg=1.0, seed=0):
+    """`{shots: test accuracy}` with `shots` training images per class."""
+    x_train, y_train = features(model, splits.train, image_size, resize)
+    x_test, y_test = features(model, splits.test, image_size, resize)
+    results = {}
+    for k in shots:
+        idx = sample_shots(y_train, k, seed)
+        results[k] = fewshot_accuracy(x_train[idx], y_train[idx], x_test, y_test, splits.num_classes, l2_reg)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Few-shot linear evaluation of a trained ViT.")
+    parser.add_argument("--model", required=True, help="a .keras file saved by python -m training")
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--shots", type=int, nargs="+", default=list(SHOTS))
+    parser.add_argument("--l2-reg", type=float, default=1.0)
+    parser.add_argument("--resize", default="bilinear")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    model = keras.models.load_model(args.model)
+    splits = data.load_splits(args.data, args.data_dir, args.seed)
+    results = evaluate(model, splits, model.image_size, args.resize, args.shots, args.l2_reg, args.seed)
+    for k, acc in results.items():
+        print(f"{k:>3}-shot accuracy: {acc:.4f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

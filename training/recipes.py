@@ -1,0 +1,72 @@
+"""The optimizers and learning-rate schedules of the paper and of DeiT.
+
+- `finetune` (paper, App. B.1.1): SGD, momentum 0.9, no weight decay, cosine
+  decay after a linear warmup, gradients clipped at global norm 1.
+- `pretrain` (paper, App. B.1): Adam β=(0.9, 0.999) with decoupled weight
+  decay 0.1, linear warmup then linear decay, global-norm clipping at 1.
+- `deit` (Touvron et al., 2021; from scratch on small data): AdamW, weight
+  decay 0.05, cosine decay after a linear warmup (pair it with the augment
+  options and drop-path of `configs/deit.json`).
+
+Biases, LayerNorm scales, the class token and position embeddings get no
+weight decay, as in DeiT and timm.
+"""
+
+import math
+
+import keras
+
+RECIPES = ("finetune", "pretrain", "deit")
+NO_DECAY = ["bias", "gamma", "beta", "token", "embeddings"]  # variable names
+
+
+@keras.saving.register_keras_serializable(package="training")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then `cosine` or
+    `linear` decay to 0 at `total_steps`."""
+
+    def __init__(self, peak, warmup_steps, total_steps, decay="cosine"):
+        if decay not in ("cosine", "linear"):
+            raise ValueError(f"Unknown decay {decay!r}; expected 'cosine' or 'linear'.")
+        if not 0 <= warmup_steps < total_steps:
+            raise ValueError(
+                f"warmup_steps {warmup_steps} must be in [0, total_steps {total_steps}); "
+                f"lower warmup_steps or train for more steps."
+            )
+        self.peak, self.warmup_steps, self.total_steps, self.decay = peak, warmup_steps, total_steps, decay
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warmup = self.peak * step / max(self.warmup_steps, 1)
+        progress = keras.ops.clip((step - self.warmup_steps) / (self.total_steps - self.warmup_steps), 0.0, 1.0)
+        if self.decay == "cosine":
+            decayed = self.peak * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+        else:
+            decayed = self.peak * (1.0 - progress)
+        return keras.ops.where(step < self.warmup_steps, warmup, decayed)
+
+    def get_config(self):
+        return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay)
+
+
+def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=None):
+    """The optimizer of `recipe` (see RECIPES). `weight_decay=None` takes the
+    recipe's own (0 / 0.1 / 0.05)."""
+    if recipe == "finetune":
+        if weight_decay:
+            raise ValueError(f"The finetune recipe uses no weight decay (the paper's); got weight_decay={weight_decay}.")
+        schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
+        return keras.optimizers.SGD(schedule, momentum=0.9, global_clipnorm=1.0)
+    if recipe == "pretrain":
+        schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "linear")
+        opt = keras.optimizers.AdamW(
+            schedule, weight_decay=0.1 if weight_decay is None else weight_decay,
+            beta_1=0.9, beta_2=0.999, global_clipnorm=1.0,
+        )
+    elif recipe == "deit":
+        schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
+        opt = keras.optimizers.AdamW(schedule, weight_decay=0.05 if weight_decay is None else weight_decay)
+    else:
+        raise ValueError(f"Unknown recipe {recipe!r}; expected one of {', '.join(RECIPES)}.")
+    opt.exclude_from_weight_decay(var_names=NO_DECAY)
+    return opt

@@ -1,0 +1,99 @@
+"""The tf.distribute strategy and precision of a run, from the machine and flags.
+
+`auto` picks, in order: TPUStrategy when a TPU is named (`TPU_NAME`) or
+attached (`/dev/accel*`), MultiWorkerMirroredStrategy when `TF_CONFIG` lists
+more than one worker, MirroredStrategy with several GPUs, else the default
+one-device strategy.
+"""
+
+import glob
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "tpu", "multi_worker", "mirrored", "default")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def resolve(name="auto"):
+    """Returns `(strategy, kind)`; `kind` is one of STRATEGIES but `auto`."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}.")
+    tf_config = os.environ.get("TF_CONFIG")
+    workers = len(parse_tf_config(tf_config)["cluster"]["worker"]) if tf_config else 0
+    if name == "auto":
+        if os.environ.get("TPU_NAME") or glob.glob("/dev/accel*"):
+            name = "tpu"
+        elif workers > 1:
+            name = "multi_worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver), name
+    if name == "multi_worker":
+        if not workers:
+            raise ValueError(
+                "strategy 'multi_worker' needs TF_CONFIG with a cluster of workers, e.g. "
+                '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}.'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy(), name
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), name
+    return tf.distribute.get_strategy(), name
+
+
+def parse_tf_config(text):
+    """Checks a TF_CONFIG string; returns it parsed, or raises a ValueError
+    that says what is wrong."""
+    example = '{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}'
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {text!r}. Expected e.g. {example}.") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise ValueError(f"TF_CONFIG needs a 'cluster' and a 'task' object, got {text!r}. Expected e.g. {example}.")
+    workers = cluster.get("worker")
+    if not isinstance(workers, list) or not workers:
+        raise ValueError(f"TF_CONFIG cluster needs a non-empty 'worker' list of host:port, got {workers!r}.")
+    for jobs in cluster.values():
+        for address in jobs if isinstance(jobs, list) else [jobs]:
+            host, _, port = str(address).rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"TF_CONFIG address {address!r} is not host:port, e.g. '10.0.0.1:2222'.")
+    kind, index = task.get("type"), task.get("index")
+    if kind not in cluster:
+        raise ValueError(f"TF_CONFIG task type {kind!r} is not a job of the cluster ({', '.join(cluster)}).")
+    if not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise ValueError(
+            f"TF_CONFIG task index {index!r} is out of range for {len(cluster[kind])} {kind}(s); "
+            f"expected 0..{len(cluster[kind]) - 1}."
+        )
+    return config
+
+
+def check_batch_size(global_batch_size, replicas):
+    if global_batch_size % replicas:
+        raise ValueError(
+            f"batch_size {global_batch_size} (global) is not divisible by the {replicas} replicas; "
+            f"use a multiple of {replicas}, e.g. {replicas * max(1, global_batch_size // replicas)}."
+        )
+
+
+def precision_policy(precision, kind):
+    """The Keras dtype policy name: `auto` is mixed_bfloat16 on TPU,
+    mixed_float16 on GPU (Keras adds loss scaling), float32 on CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}.")
+    if precision != "auto":
+        return precision
+    if kind == "tpu":
+        return "mixed_bfloat16"
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"

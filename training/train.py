@@ -1,0 +1,149 @@
+"""One training run from a config: checks, strategy, data, model, fit,
+evaluation, saved files. `python -m training` calls `run`."""
+
+import json
+import os
+import time
+
+import keras
+
+import keras_vit
+from keras_vit.layers.patch_embedding import grid_size
+from keras_vit.presets import preset_config
+from training import augment, callbacks, data, fewshot, recipes, strategy as strategies
+
+
+def check(config):
+    """Raises a ValueError for a config that cannot run, before any work."""
+    preset = preset_config(config["preset"])  # names the known presets
+    patch = config["model"].get("patch_size", preset["patch_size"])
+    image_size = _pair(config["image_size"])
+    grid_size(image_size, patch)
+    augment.options(config["augment"])
+    if config["recipe"] not in recipes.RECIPES:
+        raise ValueError(f"Unknown recipe {config['recipe']!r}; expected one of {', '.join(recipes.RECIPES)}.")
+    for key in ("batch_size", "epochs"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"{key} must be a positive int, got {config[key]!r}.")
+    if config["precision"] not in strategies.PRECISIONS:  # no device query: TF must not start before the strategy
+        raise ValueError(f"Unknown precision {config['precision']!r}; expected one of {', '.join(strategies.PRECISIONS)}.")
+    if config["strategy"] not in strategies.STRATEGIES:
+        raise ValueError(f"Unknown strategy {config['strategy']!r}; expected one of {', '.join(strategies.STRATEGIES)}.")
+    if os.environ.get("TF_CONFIG"):
+        strategies.parse_tf_config(os.environ["TF_CONFIG"])
+
+
+def run(config):
+    """Trains and evaluates; returns the results dict (also written to
+    `output/results.json`)."""
+    return fit(prepare(config))
+
+
+def prepare(config):
+    """Everything before training: checks, strategy, data, compiled model.
+    A user's mistake raises a ValueError here, never during `fit`."""
+    start = time.perf_counter()
+    check(config)
+    out = config["output"]
+    os.makedirs(out, exist_ok=True)
+    strategy, kind = strategies.resolve(config["strategy"])
+    replicas = strategy.num_replicas_in_sync
+    batch = config["batch_size"]
+    strategies.check_batch_size(batch, replicas)
+    policy = strategies.precision_policy(config["precision"], kind)
+    keras.utils.set_random_seed(config["seed"])
+    splits = data.load_splits(config["data"], config.get("data_dir"), config["seed"])
+    image_size = _pair(config["image_size"])
+    n_train = data.count(splits.train)
+    steps_per_epoch = config.get("steps_per_epoch") or n_train // batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {batch} is larger than the {n_train} training images; lower it.")
+    total_steps = steps_per_epoch * config["epochs"]
+    make = lambda ds, training: data.pipeline(  # noqa: E731
+        ds, image_size, splits.num_classes, batch, training, config["augment"],
+        resize=config["resize"], drop_remainder=kind == "tpu", seed=config["seed"], cache=config["cache"],
+    )
+    train_ds, val_ds, test_ds = make(splits.train, True), make(splits.validation, False), make(splits.test, False)
+
+    with strategy.scope():
+        model = keras_vit.ViT.from_preset(
+            config["preset"], weights=config.get("weights"), image_size=image_size,
+            num_classes=splits.num_classes, dtype=policy, **config["model"],
+        )
+        optimizer = recipes.optimizer(
+            config["recipe"], config["learning_rate"], total_steps, config["warmup_steps"], config.get("weight_decay"),
+        )
+        if policy == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config["label_smoothing"]),
+            metrics=[
+                keras.metrics.CategoricalAccuracy(name="accuracy"),
+                keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
+            ],
+            jit_compile=config["jit_compile"],
+            steps_per_execution=config["steps_per_execution"],
+        )
+    return dict(
+        config=config, start=start, model=model, strategy=kind, replicas=replicas, policy=policy,
+        splits=splits, train=train_ds, validation=val_ds, test=test_ds, steps_per_epoch=steps_per_epoch,
+    )
+
+
+def fit(run):
+    """Trains a `prepare`d run, evaluates it, saves the files."""
+    config, model, kind, replicas, policy = (run[k] for k in ("config", "model", "strategy", "replicas", "policy"))
+    out, batch, steps_per_epoch = config["output"], config["batch_size"], run["steps_per_epoch"]
+    progress, cbs = callbacks.standard(out, batch, steps_per_epoch)
+    print(f"{kind} strategy, {replicas} replica(s), {policy}, global batch {batch}, "
+          f"{steps_per_epoch} steps x {config['epochs']} epochs", flush=True)
+    fit_start = time.perf_counter()
+    history = model.fit(
+        run["train"], validation_data=run["validation"], epochs=config["epochs"], steps_per_epoch=steps_per_epoch,
+        callbacks=cbs, verbose=config["verbose"],
+    )
+    train_seconds = time.perf_counter() - fit_start
+    test = model.evaluate(run["test"], return_dict=True, verbose=0)
+    model.save(os.path.join(out, "model.keras"))
+    model.save_to_preset(os.path.join(out, "preset"))
+    results = dict(
+        test_accuracy=test["accuracy"], test_top5=test["top5"], test_loss=test["loss"],
+        final_train_loss=history.history["loss"][-1] if history.history.get("loss") else None,
+        steps=int(model.optimizer.iterations.numpy()), resumed_from_epoch=progress.initial_epoch,
+        images_per_second=progress.images_per_second(), train_seconds=train_seconds,
+        strategy=kind, replicas=replicas, precision=policy, output=out,
+    )
+    if config["fewshot"]:
+        results["fewshot"] = fewshot.evaluate(model, run["splits"], model.image_size, config["resize"], config["fewshot"])
+    results["wall_seconds"] = time.perf_counter() - run["start"]
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(dict(results, config=config), f, indent=2)
+    print(summary(results), flush=True)
+    return results
+
+
+def summary(r):
+    rows = [
+        ("test accuracy (top-1)", f"{r['test_accuracy']:.4f}"),
+        ("test accuracy (top-5)", f"{r['test_top5']:.4f}"),
+        ("test loss", f"{r['test_loss']:.4f}"),
+        ("training steps", r["steps"]),
+        ("train images/s", f"{r['images_per_second']:.0f}"),
+        ("training time", f"{r['train_seconds']:.1f} s"),
+        ("wall time", f"{r['wall_seconds']:.1f} s"),
+        ("strategy", f"{r['strategy']} ({r['replicas']} replica(s), {r['precision']})"),
+    ]
+    rows += [(f"few-shot {k}-shot", f"{v:.4f}") for k, v in r.get("fewshot", {}).items()]
+    out = r["output"]
+    rows += [
+        ("model", os.path.join(out, "model.keras")),
+        ("preset", os.path.join(out, "preset")),
+        ("best weights", os.path.join(out, "best.weights.h5")),
+        ("TensorBoard", f"tensorboard --logdir {os.path.join(out, 'logs')}"),
+    ]
+    return callbacks.summary_table(rows)
+
+
+def _pair(size):
+    return (size, size) if isinstance(size, int) else tuple(size)
