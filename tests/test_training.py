@@ -24,7 +24,7 @@ TINY = [
     "--image-size", "16", "--batch-size", "16", "--steps-per-epoch", "4", "--epochs", "3",
     "--set", "model={\"patch_size\": 4, \"hidden_dim\": 16, \"num_layers\": 1, \"num_heads\": 2, \"mlp_dim\": 32}",
     "--set", "augment={}", "--set", "warmup_steps=2", "--set", "fewshot=[]", "--set", "jit_compile=false",
-    "--set", "verbose=2",
+    "--set", "verbose=2", "--set", "export=null",
 ]
 
 
@@ -157,3 +157,23 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: TF_CONFIG")
     assert "Traceback" not in result.stderr
+
+
+def test_run_exports_and_verifies(tmp_path):
+    """The main job's last step: the export program writes and checks each file."""
+    config = parse([*TINY, "--output", str(tmp_path), "--set",
+                    'export={"formats": ["tflite", "onnx"], "quantize": ["fp32", "dynamic"], "calibration_images": 32}'])
+    results = train.run(config)
+    files = {row["file"]: row for row in results["export"]["files"]}
+    assert set(files) == {"model_fp32.tflite", "model_dynamic.tflite", "model.onnx"}
+    assert files["model_fp32.tflite"]["max_abs_diff"] <= 1e-4
+    assert files["model.onnx"]["max_abs_diff"] <= 1e-4
+    assert not any(row["failures"] for row in files.values())
+    assert (tmp_path / "export" / "report.json").is_file()
+
+
+def test_unknown_export_format_is_rejected_before_training(tmp_path):
+    config = parse([*TINY, "--output", str(tmp_path), "--set",
+                    'export={"formats": ["coreml"], "quantize": ["fp32"], "calibration_images": 8}'])
+    with pytest.raises(ValueError, match="Unknown export format or quantization 'coreml'"):
+        train.check(config)

@@ -6,7 +6,9 @@ import os
 import time
 
 import keras
+import numpy as np
 
+import export
 import keras_vit
 from keras_vit.layers.patch_embedding import grid_size
 from keras_vit.presets import preset_config
@@ -31,6 +33,14 @@ def check(config):
         raise ValueError(f"Unknown strategy {config['strategy']!r}; expected one of {', '.join(strategies.STRATEGIES)}.")
     if os.environ.get("TF_CONFIG"):
         strategies.parse_tf_config(os.environ["TF_CONFIG"])
+    if config["export"]:
+        unknown = [f for f in config["export"]["formats"] if f not in export.FORMATS]
+        unknown += [q for q in config["export"]["quantize"] if q not in export.QUANTIZATIONS]
+        if unknown:
+            raise ValueError(
+                f"Unknown export format or quantization {', '.join(map(repr, unknown))}; expected formats "
+                f"from {', '.join(export.FORMATS)} and quantizations from {', '.join(export.QUANTIZATIONS)}."
+            )
 
 
 def run(config):
@@ -116,11 +126,36 @@ def fit(run):
     )
     if config["fewshot"]:
         results["fewshot"] = fewshot.evaluate(model, run["splits"], model.image_size, config["resize"], config["fewshot"])
+    if config["export"]:
+        results["export"] = export_files(run, config["export"])
     results["wall_seconds"] = time.perf_counter() - run["start"]
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(dict(results, config=config), f, indent=2)
     print(summary(results), flush=True)
     return results
+
+
+def export_files(run, options):
+    """Exports the trained model with the export program (`export/`) into
+    `output/export/` and verifies every file against the model on the test
+    split; int8 is calibrated on up to `options["calibration_images"]`
+    training images. Returns the export report's rows."""
+    config, splits = run["config"], run["splits"]
+
+    def images(ds, limit=None):
+        batches = data.pipeline(
+            ds, run["model"].image_size, splits.num_classes, config["batch_size"], training=False,
+            resize=config["resize"], drop_remainder=False,
+        )
+        stacked = np.concatenate([x.numpy() for x, _ in batches])
+        return stacked[:limit]
+
+    return export.export_model(
+        run["model"], os.path.join(config["output"], "export"),
+        formats=options["formats"], quantize=options["quantize"],
+        calibration_images=images(splits.train, options["calibration_images"]),
+        verify_images=images(splits.test),
+    )
 
 
 def summary(r):
@@ -142,6 +177,8 @@ def summary(r):
         ("best weights", os.path.join(out, "best.weights.h5")),
         ("TensorBoard", f"tensorboard --logdir {os.path.join(out, 'logs')}"),
     ]
+    if "export" in r:
+        rows.append(("exported, verified", os.path.join(out, "export", "report.json")))
     return callbacks.summary_table(rows)
 
 
