@@ -1,9 +1,11 @@
 """Shared timing helpers for the benchmarks: interleaved runs, medians."""
 
+import argparse
 import statistics
 import time
 
 import numpy as np
+import keras
 import tensorflow as tf
 
 
@@ -45,3 +47,23 @@ def compiled_forward(model, images, jit_compile=False):
 
 def random_images(batch, size, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (batch, size, size, 3)).astype("float32")
+
+
+def forward_pass_args(description, rounds):
+    """The flags of the forward-pass benchmarks: --batch, --rounds, --jit."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--jit", action="store_true", help="compile each forward pass with XLA")
+    return parser.parse_args()
+
+
+def forward_images_per_second(models, args, size=224):
+    """Images/s of each model's forward pass on the same random batch, timed
+    in interleaved rounds (`args` from `forward_pass_args`)."""
+    keras.utils.set_random_seed(0)
+    images = random_images(args.batch, size)
+    seconds = interleaved_medians(
+        {name: compiled_forward(model, images, args.jit) for name, model in models.items()}, args.rounds
+    )
+    return {name: args.batch / s for name, s in seconds.items()}

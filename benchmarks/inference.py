@@ -7,13 +7,11 @@ one's fraction of this machine's measured fp32 matmul rate (ViT-B/16 at 224 is
 35.1 GFLOP per image). Needs the `benchmark` extras.
 """
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-from common import compiled_forward, interleaved_medians, matmul_gflops, random_images  # noqa: E402
+from common import forward_images_per_second, forward_pass_args, matmul_gflops  # noqa: E402
 
 import keras_vit  # noqa: E402
 
@@ -34,25 +32,16 @@ def peers():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--jit", action="store_true", help="compile each forward pass with XLA")
-    args = parser.parse_args()
-
-    keras.utils.set_random_seed(0)
-    images = random_images(args.batch, 224)
+    args = forward_pass_args(__doc__.splitlines()[0], rounds=10)
     models = dict(peers())
-    seconds = interleaved_medians(
-        {name: compiled_forward(model, images, args.jit) for name, model in models.items()}, args.rounds
-    )
+    speeds = forward_images_per_second(models, args)
     rate = matmul_gflops()
     print(f"ViT-B/16, 224x224, batch {args.batch}, fp32, {'XLA' if args.jit else 'no XLA'}; "
           f"fp32 matmul rate {rate:.0f} GFLOP/s")
     print(f"{'model':<10} {'params':>12} {'images/s':>9} {'keras_vit / it':>15} {'of matmul rate':>15}")
-    ours = args.batch / seconds["keras_vit"]
+    ours = speeds["keras_vit"]
     for name, model in models.items():
-        speed = args.batch / seconds[name]
+        speed = speeds[name]
         print(f"{name:<10} {model.count_params():>12,} {speed:>9.2f} {ours / speed:>14.2f}x "
               f"{speed * GFLOP_PER_IMAGE / rate:>14.0%}")
 
