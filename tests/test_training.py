@@ -68,7 +68,9 @@ def test_fewshot_matches_scikit_learn_ridge():
 
 
 def test_mixup_cutmix_erasing_keep_shapes_and_label_mass():
-    opts = augment.options(dict(translate=0.1, flip=True, randaugment=2, mixup=0.8, cutmix=1.0, erasing=0.5))
+    opts = augment.options(dict(
+        inception_crop=True, translate=0.1, flip=True, randaugment=2, mixup=0.8, cutmix=1.0, erasing=0.5,
+    ))
     ds = tf.data.Dataset.from_tensor_slices((np.full((8, 12, 12, 3), 200, "uint8"), np.arange(8) % 4))
     batches = data.pipeline(ds, (16, 16), 4, 4, training=True, augment_options=opts)
     images, labels = next(iter(batches))
@@ -77,6 +79,16 @@ def test_mixup_cutmix_erasing_keep_shapes_and_label_mass():
     assert 0 <= images.numpy().min() and images.numpy().max() <= 255
     crop = augment.inception_crop(tf.zeros((40, 30, 3)), (16, 16))
     assert crop.shape == (16, 16, 3)
+
+
+def test_training_stream_replays_from_its_start():
+    # Every iterator (a distributed one, a rerun) sees the same batches;
+    # the stream is still shuffled, and differs from one batch to the next.
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((12, 4, 4, 3), "uint8"), np.arange(12)))
+    batches = data.pipeline(ds, (4, 4), 12, 12, training=True, seed=3)
+    first, second = ([y.numpy().argmax(-1) for _, y in batches.take(2)] for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    assert list(first[0]) != list(range(12)) and list(first[0]) != list(first[1])
 
 
 def test_digits_splits():

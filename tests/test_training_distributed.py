@@ -11,10 +11,11 @@ import textwrap
 import time
 
 import numpy as np
-import pytest
 
 from test_training import ENV, ROOT, TINY
 
+# Augmentation is off in TINY: its random draws in parallel tf.data maps are
+# not reproducible from run to run, so only the data order is compared.
 MIRRORED = textwrap.dedent("""
     import sys, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -34,7 +35,6 @@ MIRRORED = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(reason="open: epoch losses differ by ~1e-3 between 2 replicas and 1 device through the tf.data pipeline (unsolved)")
 def test_mirrored_two_cpus_matches_one_device(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED, *TINY, "--output", str(tmp_path / "run")],
@@ -54,7 +54,6 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.xfail(reason="open: a worker exits non-zero under TF_CONFIG on 127.0.0.1 (unsolved)")
 def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []

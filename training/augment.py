@@ -36,8 +36,8 @@ def inception_crop(image, size, scale=(0.08, 1.0), seed=None):
         tf.shape(image), tf.zeros([0, 0, 4]), seed=seed, area_range=scale,
         aspect_ratio_range=(3 / 4, 4 / 3), min_object_covered=0, use_image_if_no_bounding_boxes=True,
     )
-    crop = tf.slice(image, begin, extent)
-    return tf.image.resize(crop, size)
+    crop = tf.slice(image, begin, extent)  # the slice loses the static channel count
+    return tf.ensure_shape(tf.image.resize(crop, size), (*size, 3))
 
 
 class BatchAugment:

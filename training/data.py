@@ -120,7 +120,10 @@ def pipeline(
     if cache:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(10_000, seed=seed + 1).repeat()  # seed 0 means "unseeded" to tf.data
+        # One endless shuffled stream that every iterator replays from its
+        # start (seed 0 would mean "unseeded" to tf.data): a distributed
+        # iterator, a rerun and a resumed run see the same batches.
+        ds = ds.repeat().shuffle(10_000, seed=seed + 1, reshuffle_each_iteration=False)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=training or drop_remainder)
     batch_ops = augment.BatchAugment(opts, seed=seed) if training else None

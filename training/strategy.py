@@ -42,10 +42,30 @@ def resolve(name="auto"):
                 "strategy 'multi_worker' needs TF_CONFIG with a cluster of workers, e.g. "
                 '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}.'
             )
-        return tf.distribute.MultiWorkerMirroredStrategy(), name
+        return _reduce_nests(tf.distribute.MultiWorkerMirroredStrategy()), name
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(), name
     return tf.distribute.get_strategy(), name
+
+
+def _reduce_nests(strategy):
+    """Works around two bugs of Keras 3.15's `fit` under
+    MultiWorkerMirroredStrategy (keras-team/keras#20585): it reduces a whole
+    `(images, labels)` batch in one `strategy.reduce` call, which the strategy
+    refuses ("Attempt to convert a value (PerReplica ...)"), and it averages
+    scalar metrics with `axis=0`. Here `reduce` takes a nest, one reduce per
+    leaf, and a scalar is averaged over the replicas only."""
+    reduce = strategy.reduce
+
+    def reduce_each(op, value, axis=None):
+        def one(v):
+            rank = strategy.experimental_local_results(v)[0].shape.rank
+            return reduce(op, v, axis=axis if rank else None)
+
+        return tf.nest.map_structure(one, value)
+
+    strategy.reduce = reduce_each
+    return strategy
 
 
 def parse_tf_config(text):
