@@ -26,13 +26,20 @@ __all__ = ["ExportError", "VerificationError", "FORMATS", "QUANTIZATIONS", "expo
 
 
 def load_model(path):
-    """A keras_vit model from a `.keras` file written by `model.save` (safe mode)."""
-    if not (isinstance(path, str) and path.endswith(".keras") and os.path.isfile(path)):
+    """A keras_vit model from a `.keras` file written by `model.save` (safe
+    mode) or a preset folder written by `model.save_to_preset`."""
+    is_keras_file = isinstance(path, str) and path.endswith(".keras") and os.path.isfile(path)
+    is_preset = isinstance(path, str) and os.path.isfile(os.path.join(path, keras_vit.model.PRESET_CONFIG))
+    if not (is_keras_file or is_preset):
         raise ExportError(
-            f"{path!r} is not a .keras file; save the model with model.save('model.keras') and pass that file."
+            f"{path!r} is neither a .keras file nor a preset folder (config.json + model.weights.h5); "
+            f"save the model with model.save('model.keras') or model.save_to_preset(folder) and pass that."
         )
     try:
-        model = keras.models.load_model(path, safe_mode=True, compile=False)
+        if is_preset:
+            model = keras_vit.ViT.from_preset(path)
+        else:
+            model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:
         raise ExportError(f"{path} does not load as a Keras model: {error}") from error
     if not isinstance(model, keras_vit.ViT) or not model.include_top:

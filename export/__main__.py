@@ -17,7 +17,7 @@ from export.data import load_images  # noqa: E402
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a .keras file written by model.save")
+    parser.add_argument("model", help="a .keras file (model.save) or a preset folder (model.save_to_preset)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--format", nargs="+", default=list(FORMATS), help=f"some of {', '.join(FORMATS)} (default: all)")
     parser.add_argument(

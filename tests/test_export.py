@@ -164,8 +164,8 @@ def test_cli_dynamic_batch_tflite(trained, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["{tmp}/missing.keras"], "is not a .keras file"),
-        (["{tmp}"], "is not a .keras file"),
+        (["{tmp}/missing.keras"], "is neither a .keras file nor a preset folder"),
+        (["{tmp}"], "is neither a .keras file nor a preset folder"),
         (["{model}", "--format", "coreml"], "Unknown format 'coreml'"),
         (["{model}", "--format", "tflite", "--quantize", "int4"], "Unknown quantization 'int4'"),
         (["{model}", "--format", "tflite", "--quantize", "int8"], "needs calibration images"),
@@ -181,6 +181,15 @@ def test_cli_bad_input(trained, tmp_path, capsys, argv, message):
         argv += ["--out", str(tmp_path / "out")]
     assert main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+def test_cli_takes_a_preset_folder(trained, tmp_path):
+    model = trained[1]
+    model.save_to_preset(str(tmp_path / "preset"))
+    assert main([str(tmp_path / "preset"), "--format", "tflite", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (row,) = report["files"]
+    assert row["file"] == "model_fp32.tflite" and row["max_abs_diff"] <= 1e-4 and not row["failures"]
 
 
 def test_not_a_vit_model(tmp_path):

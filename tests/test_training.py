@@ -189,3 +189,23 @@ def test_unknown_export_format_is_rejected_before_training(tmp_path):
                     'export={"formats": ["coreml"], "quantize": ["fp32"], "calibration_images": 8}'])
     with pytest.raises(ValueError, match="Unknown export format or quantization 'coreml'"):
         train.check(config)
+
+
+def test_nan_loss_stops_the_run_with_a_message(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training", *TINY, "--learning-rate", "1e30", "--output", str(tmp_path)],
+        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: The training loss became nan at step")
+    assert "Traceback" not in result.stderr and not (tmp_path / "results.json").exists()
+
+
+def test_mixed_bfloat16_with_steps_per_execution(tmp_path):
+    config = parse([*TINY, "--precision", "mixed_bfloat16", "--output", str(tmp_path), "--set", "steps_per_execution=2"])
+    results = train.run(config)
+    assert results["precision"] == "mixed_bfloat16" and results["steps"] == 12
+    assert np.isfinite(results["test_loss"])
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.get_layer("encoderblock_0").compute_dtype == "bfloat16"
+    assert model.predict(np.zeros((2, 16, 16, 3)), verbose=0).dtype == np.float32

@@ -35,12 +35,15 @@ def parse(argv=None):
 def main(argv=None):
     try:
         config = parse(argv)
-        from training import train
+        from training import callbacks, train
 
         prepared = train.prepare(config)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    train.fit(prepared)
+    try:
+        train.fit(prepared)
+    except callbacks.NaNLossError as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ class StopOnNaN(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise NaNLossError(
                 f"The training loss became {float(loss)} at step {int(self.model.optimizer.iterations.numpy())}. "
-                f"Lower learning_rate, check the data, or use precision=float32; the last good "
-                f"backup is kept for a restart."
+                f"Lower learning_rate, check the data, or use precision=float32."
             )
 
 
