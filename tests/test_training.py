@@ -209,3 +209,8 @@ def test_mixed_bfloat16_with_steps_per_execution(tmp_path):
     model = keras.models.load_model(tmp_path / "model.keras")
     assert model.get_layer("encoderblock_0").compute_dtype == "bfloat16"
     assert model.predict(np.zeros((2, 16, 16, 3)), verbose=0).dtype == np.float32
+    # model.keras loads in a process that never imported the training program.
+    load = "import sys, keras, keras_vit; print(type(keras.models.load_model(sys.argv[1])).__name__)"
+    result = subprocess.run([sys.executable, "-c", load, str(tmp_path / "model.keras")],
+                            env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ViT", result.stderr[-2000:]

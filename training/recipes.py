@@ -15,6 +15,7 @@ weight decay, as in DeiT and timm.
 import math
 
 import keras
+import tensorflow as tf
 
 RECIPES = ("finetune", "pretrain", "deit")
 NO_DECAY = ["bias", "gamma", "beta", "token", "embeddings"]  # variable names
@@ -49,6 +50,29 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay)
 
 
+class _ClipSummedGradient:
+    """Global-norm clipping of the gradient summed over the replicas. Keras
+    clips each replica's share before its all-reduce, so with N replicas the
+    update could be up to N times the clip and differs from one device's."""
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
+            return super()._clip_gradients(grads)
+        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [g for g in grads if g is not None])
+        norm = tf.linalg.global_norm(summed)
+        scale = self.global_clipnorm / tf.maximum(norm, self.global_clipnorm)  # min(1, clip / norm)
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+
+
+class ClippedSGD(_ClipSummedGradient, keras.optimizers.SGD):
+    pass
+
+
+class ClippedAdamW(_ClipSummedGradient, keras.optimizers.AdamW):
+    pass
+
+
 def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=None):
     """The optimizer of `recipe` (see RECIPES). `weight_decay=None` takes the
     recipe's own (0 / 0.1 / 0.05)."""
@@ -56,10 +80,10 @@ def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=Non
         if weight_decay:
             raise ValueError(f"The finetune recipe uses no weight decay (the paper's); got weight_decay={weight_decay}.")
         schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
-        return keras.optimizers.SGD(schedule, momentum=0.9, global_clipnorm=1.0)
+        return ClippedSGD(schedule, momentum=0.9, global_clipnorm=1.0)
     if recipe == "pretrain":
         schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "linear")
-        opt = keras.optimizers.AdamW(
+        opt = ClippedAdamW(
             schedule, weight_decay=0.1 if weight_decay is None else weight_decay,
             beta_1=0.9, beta_2=0.999, global_clipnorm=1.0,
         )

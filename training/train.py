@@ -115,7 +115,7 @@ def fit(run):
     )
     train_seconds = time.perf_counter() - fit_start
     test = model.evaluate(run["test"], return_dict=True, verbose=0)
-    model.save(os.path.join(out, "model.keras"))
+    save_without_optimizer(model, os.path.join(out, "model.keras"))
     model.save_to_preset(os.path.join(out, "preset"))
     results = dict(
         test_accuracy=test["accuracy"], test_top5=test["top5"], test_loss=test["loss"],
@@ -133,6 +133,15 @@ def fit(run):
         json.dump(dict(results, config=config), f, indent=2)
     print(summary(results), flush=True)
     return results
+
+
+def save_without_optimizer(model, path):
+    """Saves `model` as an uncompiled `.keras` file, so that a plain
+    `keras.models.load_model(path)` reads it without this program's
+    optimizer and schedule classes."""
+    copy = keras_vit.ViT.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    copy.save(path)
 
 
 def export_files(run, options):
