@@ -1,5 +1,6 @@
 import math
 
+import keras
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -106,3 +107,19 @@ def test_drop_path_drops_whole_samples():
     assert set(np.unique(per_sample)) == {0.0, 2.0}
     assert np.all(per_sample.min(1) == per_sample.max(1))  # all-or-nothing per sample
     assert abs(out.mean() - 1.0) < 0.1
+
+
+def test_self_attention_equals_keras_multi_head_attention():
+    x = np.random.default_rng(0).normal(size=(2, 5, 12)).astype("float32")
+    ours = layers.MultiHeadSelfAttention(3)
+    ours.build(x.shape)
+    reference = keras.layers.MultiHeadAttention(3, 4)
+    reference.build(x.shape, x.shape)
+    weights = [w.numpy() + np.random.default_rng(i).normal(size=w.shape) for i, w in enumerate(reference.weights)]
+    reference.set_weights(weights)
+    ours.set_weights(weights)  # same variables, same order, same shapes
+    assert [w.path.split("/", 1)[1] for w in ours.weights] == [w.path.split("/", 1)[1] for w in reference.weights]
+    got, got_probs = ours(x, return_attention_scores=True)
+    want, want_probs = reference(x, x, return_attention_scores=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(got_probs, want_probs, atol=1e-6)

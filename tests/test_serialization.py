@@ -46,6 +46,7 @@ def test_config_round_trip(tiny_config):
     layers.TransformerBlock(2, 16, dropout_rate=0.1, attention_dropout_rate=0.2, drop_path_rate=0.3,
                             gelu_approximate=False, layer_norm_epsilon=1e-12),
     layers.MlpBlock(16, dropout_rate=0.1, gelu_approximate=False),
+    layers.MultiHeadSelfAttention(2, dropout_rate=0.1),
     layers.DropPath(0.25, seed=3),
 ])
 def test_layer_config_round_trip(layer):

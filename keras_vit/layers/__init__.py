@@ -1,5 +1,6 @@
 """The layers of the Vision Transformer, each a registered Keras layer."""
 
+from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.class_token import ClassToken
 from keras_vit.layers.drop_path import DropPath
 from keras_vit.layers.mlp import MlpBlock, gelu
@@ -16,6 +17,7 @@ __all__ = [
     "ClassToken",
     "DropPath",
     "MlpBlock",
+    "MultiHeadSelfAttention",
     "PatchEmbedding",
     "PositionEmbedding",
     "ResNetStage",

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.drop_path import DropPath
 from keras_vit.layers.mlp import MlpBlock
 
@@ -11,11 +12,11 @@ class TransformerBlock(keras.layers.Layer):
     """`x + MHA(LN(x))`, then `x + MLP(LN(x))`; `(B, T, D)` in and out.
 
     Sub-layers, in the order of the original `encoderblock_{i}`:
-    `attention_norm` (`LayerNorm_0`), `attention` (a
-    `keras.layers.MultiHeadAttention` whose `query`/`key`/`value` kernels are
-    `(D, heads, D / heads)` and `attention_output` kernel `(heads, D / heads, D)`:
-    `MultiHeadDotProductAttention_1`), `mlp_norm` (`LayerNorm_2`), `mlp`
-    (`MlpBlock_3`).
+    `attention_norm` (`LayerNorm_0`), `attention` (a `MultiHeadSelfAttention`
+    whose `query`/`key`/`value` kernels are `(D, heads, D / heads)` and
+    `attention_output` kernel `(heads, D / heads, D)`, as in
+    `keras.layers.MultiHeadAttention`: `MultiHeadDotProductAttention_1`),
+    `mlp_norm` (`LayerNorm_2`), `mlp` (`MlpBlock_3`).
 
     Args:
         num_heads: attention heads; must divide D.
@@ -56,15 +57,10 @@ class TransformerBlock(keras.layers.Layer):
         norm_args = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
         self.attention_norm = keras.layers.LayerNormalization(name="attention_norm", **norm_args)
         self.attention_norm.build(input_shape)
-        self.attention = keras.layers.MultiHeadAttention(
-            num_heads=self.num_heads,
-            key_dim=hidden_dim // self.num_heads,
-            dropout=self.attention_dropout_rate,
-            kernel_initializer="glorot_uniform",
-            dtype=self.dtype_policy,
-            name="attention",
+        self.attention = MultiHeadSelfAttention(
+            self.num_heads, self.attention_dropout_rate, dtype=self.dtype_policy, name="attention"
         )
-        self.attention.build(input_shape, input_shape)
+        self.attention.build(input_shape)
         self.mlp_norm = keras.layers.LayerNormalization(name="mlp_norm", **norm_args)
         self.mlp_norm.build(input_shape)
         self.mlp = MlpBlock(
@@ -82,9 +78,7 @@ class TransformerBlock(keras.layers.Layer):
         """Returns the new sequence, and the attention probabilities
         `(B, heads, T, T)` too when `return_attention_scores` is set."""
         y = self.attention_norm(x)
-        attended = self.attention(
-            y, y, training=training, return_attention_scores=return_attention_scores
-        )
+        attended = self.attention(y, training=training, return_attention_scores=return_attention_scores)
         if return_attention_scores:
             attended, scores = attended
         attended = self.dropout(attended, training=training)
