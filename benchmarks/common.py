@@ -9,18 +9,16 @@ import keras
 import tensorflow as tf
 
 
-def matmul_gflops(size=2048, repeats=20, dtype=tf.float32):
-    """This machine's measured dense matmul rate, in GFLOP/s."""
+MATMUL_SIZE = 2048
+
+
+def matmul_step(size=MATMUL_SIZE, dtype=tf.float32):
+    """A no-argument callable running one dense `(size, size)` matmul; it does
+    `2 * size**3` FLOPs."""
     a = tf.random.normal((size, size), dtype=dtype)
     b = tf.random.normal((size, size), dtype=dtype)
     step = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step().numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return lambda: step().numpy()
 
 
 def interleaved_medians(functions, rounds, warmup=2):
@@ -59,11 +57,13 @@ def forward_pass_args(description, rounds):
 
 
 def forward_images_per_second(models, args, size=224):
-    """Images/s of each model's forward pass on the same random batch, timed
-    in interleaved rounds (`args` from `forward_pass_args`)."""
+    """Images/s of each model's forward pass on the same random batch, and
+    this machine's fp32 matmul rate in GFLOP/s (a 2048x2048 matmul), all
+    timed in the same interleaved rounds (`args` from `forward_pass_args`).
+    Returns `(speeds, rate)`."""
     keras.utils.set_random_seed(0)
     images = random_images(args.batch, size)
-    seconds = interleaved_medians(
-        {name: compiled_forward(model, images, args.jit) for name, model in models.items()}, args.rounds
-    )
-    return {name: args.batch / s for name, s in seconds.items()}
+    steps = {name: compiled_forward(model, images, args.jit) for name, model in models.items()}
+    seconds = interleaved_medians({**steps, "matmul": matmul_step()}, args.rounds)
+    matmul_seconds = seconds.pop("matmul")
+    return {name: args.batch / s for name, s in seconds.items()}, 2 * MATMUL_SIZE**3 / matmul_seconds / 1e9

@@ -20,7 +20,7 @@ PRESETS = ("vit_b16", "r50_vit_b16")
 def main():
     args = forward_pass_args(__doc__.splitlines()[0], rounds=5)
     models = {name: keras_vit.ViT.from_preset(name) for name in PRESETS}
-    speeds = forward_images_per_second(models, args)
+    speeds, _ = forward_images_per_second(models, args)
     print(f"224x224, batch {args.batch}, fp32, {'XLA' if args.jit else 'no XLA'}")
     print(f"{'model':<12} {'params':>12} {'images/s':>9} {'vs vit_b16':>11}")
     base = speeds["vit_b16"]

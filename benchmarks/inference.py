@@ -4,14 +4,14 @@
 
 Prints images/s per implementation, keras_vit's ratio to each peer, and each
 one's fraction of this machine's measured fp32 matmul rate (ViT-B/16 at 224 is
-35.1 GFLOP per image). Needs the `benchmark` extras.
+35.1 GFLOP per image), the matmul timed in the same rounds as the models. Needs the `benchmark` extras.
 """
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import forward_images_per_second, forward_pass_args, matmul_gflops  # noqa: E402
+from common import forward_images_per_second, forward_pass_args  # noqa: E402
 
 import keras_vit  # noqa: E402
 
@@ -34,8 +34,7 @@ def peers():
 def main():
     args = forward_pass_args(__doc__.splitlines()[0], rounds=10)
     models = dict(peers())
-    speeds = forward_images_per_second(models, args)
-    rate = matmul_gflops()
+    speeds, rate = forward_images_per_second(models, args)
     print(f"ViT-B/16, 224x224, batch {args.batch}, fp32, {'XLA' if args.jit else 'no XLA'}; "
           f"fp32 matmul rate {rate:.0f} GFLOP/s")
     print(f"{'model':<10} {'params':>12} {'images/s':>9} {'keras_vit / it':>15} {'of matmul rate':>15}")
