@@ -47,34 +47,19 @@ def is_hf(tensors):
 
 def convert_timm(tensors, num_heads):
     """timm `VisionTransformer` state dict -> `{keras weight path: array}`."""
-    weights = {}
+    weights, rest = {}, {}
     for key, value in tensors.items():
-        match = re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias)", key)
-        if key == "patch_embed.proj.weight":
-            weights["embedding/kernel"] = _conv_kernel(value)
-        elif key == "patch_embed.proj.bias":
-            weights["embedding/bias"] = value
-        elif _timm_resnet_path(key):
+        qkv = re.fullmatch(r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", key)
+        if _timm_resnet_path(key):
             path = _timm_resnet_path(key)
             weights[path] = _conv_kernel(value) if path.endswith("kernel") else value
-        elif key == "cls_token":
-            weights["class_token/token"] = value
-        elif key == "pos_embed":
-            weights["position_embedding/embeddings"] = value
-        elif key in ("norm.weight", "norm.bias"):
-            weights[_norm_path("encoder_norm", key)] = value
-        elif key in ("pre_logits.fc.weight", "pre_logits.fc.bias", "head.weight", "head.bias"):
-            weights[_dense_path(key.split(".")[0], key)] = _dense(value)
-        elif match and match.group(2) == "attn.qkv":
-            block = f"encoderblock_{match.group(1)}/attention"
+        elif qkv:
+            block = f"encoderblock_{qkv.group(1)}/attention"
             for name, part in zip(("query", "key", "value"), np.split(value, 3)):
                 weights[_dense_path(f"{block}/{name}", key)] = _qkv(part, num_heads)
-        elif match and match.group(2) in TIMM_BLOCK:
-            path = f"encoderblock_{match.group(1)}/{TIMM_BLOCK[match.group(2)]}"
-            weights[_leaf_path(path, key)] = _convert_leaf(path, value, num_heads)
         else:
-            weights[key] = value
-    return weights
+            rest[key] = value
+    return {**weights, **_convert_named(rest, num_heads, TIMM_NAMES, r"blocks\.(\d+)\.(.+)", TIMM_BLOCK)}
 
 
 def convert_hf(tensors, num_heads):
@@ -84,29 +69,31 @@ def convert_hf(tensors, num_heads):
     (Dense + tanh on the class token) is the original `pre_logits`.
     """
     prefix = next(k for k in tensors if k.endswith(HF_PATCH_KEY))[: -len(HF_PATCH_KEY)]
+    names = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in tensors.items()}
+    return _convert_named(names, num_heads, HF_NAMES, r"encoder\.layer\.(\d+)\.(.+)", HF_BLOCK)
+
+
+def _convert_named(tensors, num_heads, names, block_pattern, block_layers):
+    """`{source name: array}` -> `{keras weight path: array}` through a
+    format's tables: `names` maps whole tensors and layers outside the
+    blocks, `block_layers` the layers of block i (`block_pattern` matches
+    `(i, layer)` in a layer name). Unknown names pass through unchanged, for
+    the strict assignment to report."""
     weights = {}
-    for key, value in tensors.items():
-        name = key[len(prefix):] if key.startswith(prefix) else key
-        match = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)", name)
-        if name == HF_PATCH_KEY:
-            weights["embedding/kernel"] = _conv_kernel(value)
-        elif name == "embeddings.patch_embeddings.projection.bias":
-            weights["embedding/bias"] = value
-        elif name == "embeddings.cls_token":
-            weights["class_token/token"] = value
-        elif name == "embeddings.position_embeddings":
-            weights["position_embedding/embeddings"] = value
-        elif name in ("layernorm.weight", "layernorm.bias"):
-            weights[_norm_path("encoder_norm", name)] = value
-        elif name in ("pooler.dense.weight", "pooler.dense.bias"):
-            weights[_dense_path("pre_logits", name)] = _dense(value)
-        elif key in ("classifier.weight", "classifier.bias"):
-            weights[_dense_path("head", key)] = _dense(value)
-        elif match and match.group(2) in HF_BLOCK:
-            path = f"encoderblock_{match.group(1)}/{HF_BLOCK[match.group(2)]}"
-            weights[_leaf_path(path, name)] = _convert_leaf(path, value, num_heads)
+    for name, value in tensors.items():
+        layer, _, leaf = name.rpartition(".")
+        block = re.fullmatch(block_pattern, layer)
+        if name in names:
+            weights[names[name]] = value
+            continue
+        if layer in names and leaf in ("weight", "bias"):
+            path = names[layer]
+        elif block and block.group(2) in block_layers and leaf in ("weight", "bias"):
+            path = f"encoderblock_{block.group(1)}/{block_layers[block.group(2)]}"
         else:
-            weights[key] = value
+            weights[name] = value
+            continue
+        weights[_leaf_path(path, leaf)] = _convert_leaf(path, value, num_heads)
     return weights
 
 
@@ -133,6 +120,23 @@ def _resnet_leaf(path, leaf):
     return f"{path}/{'gamma' if leaf == 'weight' else 'beta'}"
 
 
+# Source name -> keras path: whole tensors, and layers (their weight and bias).
+TIMM_NAMES = {
+    "cls_token": "class_token/token",
+    "pos_embed": "position_embedding/embeddings",
+    "patch_embed.proj": "embedding",
+    "norm": "encoder_norm",
+    "pre_logits.fc": "pre_logits",
+    "head": "head",
+}
+HF_NAMES = {
+    "embeddings.cls_token": "class_token/token",
+    "embeddings.position_embeddings": "position_embedding/embeddings",
+    "embeddings.patch_embeddings.projection": "embedding",
+    "layernorm": "encoder_norm",
+    "pooler.dense": "pre_logits",
+    "classifier": "head",
+}
 TIMM_BLOCK = {
     "norm1": "attention_norm",
     "attn.proj": "attention/attention_output",
@@ -169,6 +173,8 @@ def _dense_path(path, key):
 def _convert_leaf(path, value, num_heads):
     if path.endswith("norm"):
         return value
+    if path == "embedding":
+        return _conv_kernel(value) if value.ndim == 4 else value
     if path.endswith(("query", "key", "value")):
         return _qkv(value, num_heads)
     if path.endswith("attention_output"):

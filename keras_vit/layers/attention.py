@@ -83,9 +83,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         probs = tf.cast(tf.nn.softmax(tf.cast(logits, "float32")), x.dtype)  # float32 under mixed precision
         attended = tf.matmul(self._dropout(probs, training=training), heads(self._value_dense))
         attended = tf.reshape(tf.transpose(attended, (0, 2, 1, 3)), (-1, hidden_dim))
-        out = self._output_dense
-        out = tf.nn.bias_add(tf.matmul(attended, tf.reshape(out.kernel, (hidden_dim, hidden_dim))), out.bias)
-        out = tf.reshape(out, (batch, tokens, hidden_dim))
+        output_dense = self._output_dense
+        out = tf.matmul(attended, tf.reshape(output_dense.kernel, (hidden_dim, hidden_dim)))
+        out = tf.reshape(tf.nn.bias_add(out, output_dense.bias), (batch, tokens, hidden_dim))
         return (out, probs) if return_attention_scores else out
 
     def compute_output_shape(self, input_shape):
