@@ -21,15 +21,20 @@ def matmul_step(size=MATMUL_SIZE, dtype=tf.float32):
     return lambda: step().numpy()
 
 
-def interleaved_medians(functions, rounds, warmup=2):
+def interleaved_medians(functions, rounds, warmup=2, settle=0):
     """Runs each function `warmup` times, then `rounds` times in turn (so drift
-    hits all alike); returns each one's median seconds per call."""
+    hits all alike); returns each one's median seconds per call. With `settle`,
+    each timed call follows that many untimed calls of the same function, so
+    threads the previous runtime left spinning (onnxruntime's do) have gone
+    quiet and do not slow the next one down."""
     for fn in functions.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in functions}
     for _ in range(rounds):
         for name, fn in functions.items():
+            for _ in range(settle):
+                fn()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

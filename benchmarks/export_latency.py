@@ -3,7 +3,8 @@
     python benchmarks/export_latency.py [--models vit_s16 vit_b16] [--rounds 20] [--threads 2]
 
 Keras, SavedModel, TFLite fp32 / fp16 / dynamic-range int8 / full int8 and
-ONNX Runtime, all on `--threads` threads, interleaved so drift hits all alike.
+ONNX Runtime, all on `--threads` threads, interleaved so drift hits all alike;
+each timed call follows two untimed calls of the same runtime.
 Random weights (the speed does not depend on them); int8 is calibrated on 8
 random images. Needs tf2onnx, onnxruntime and ai-edge-litert (the `export` extra).
 """
@@ -62,7 +63,7 @@ def main():
         model = keras_vit.ViT.from_preset(preset)
         with tempfile.TemporaryDirectory() as directory:
             table = list(runners(model, directory, args.threads))
-            seconds = interleaved_medians({name: (lambda fn=fn: fn(image)) for name, _, fn in table}, args.rounds)
+            seconds = interleaved_medians({name: (lambda fn=fn: fn(image)) for name, _, fn in table}, args.rounds, settle=2)
         fp32 = seconds["tflite_fp32"]
         print(f"\n{preset}, 224x224, batch 1, {args.threads} threads, median of {args.rounds}")
         print(f"{'runtime':<14} {'size MB':>9} {'ms':>8} {'vs TFLite fp32':>15}")
