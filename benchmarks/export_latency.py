@@ -63,7 +63,8 @@ def main():
         model = keras_vit.ViT.from_preset(preset)
         with tempfile.TemporaryDirectory() as directory:
             table = list(runners(model, directory, args.threads))
-            seconds = interleaved_medians({name: (lambda fn=fn: fn(image)) for name, _, fn in table}, args.rounds, settle=2)
+            calls = {name: (lambda fn=fn: fn(image)) for name, _, fn in table}
+            seconds = interleaved_medians(calls, args.rounds, settle=2)
         fp32 = seconds["tflite_fp32"]
         print(f"\n{preset}, 224x224, batch 1, {args.threads} threads, median of {args.rounds}")
         print(f"{'runtime':<14} {'size MB':>9} {'ms':>8} {'vs TFLite fp32':>15}")
