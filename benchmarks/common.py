@@ -52,19 +52,19 @@ def random_images(batch, size, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (batch, size, size, 3)).astype("float32")
 
 
-def forward_pass_args(description, rounds):
-    """The flags of the forward-pass benchmarks: --batch, --rounds, --jit."""
+def speed_args(description, rounds):
+    """The flags of the speed benchmarks: --batch, --rounds, --jit."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--jit", action="store_true", help="compile each forward pass with XLA")
+    parser.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True)")
     return parser.parse_args()
 
 
 def forward_images_per_second(models, args, size=224):
     """Images/s of each model's forward pass on the same random batch, and
     this machine's fp32 matmul rate in GFLOP/s (a 2048x2048 matmul), all
-    timed in the same interleaved rounds (`args` from `forward_pass_args`).
+    timed in the same interleaved rounds (`args` from `speed_args`).
     Returns `(speeds, rate)`."""
     keras.utils.set_random_seed(0)
     images = random_images(args.batch, size)

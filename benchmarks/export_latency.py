@@ -24,7 +24,7 @@ from export.files import write_bytes  # noqa: E402
 from export.onnx_model import convert_onnx  # noqa: E402
 from export.saved_model import write_saved_model  # noqa: E402
 from export.tflite import convert_tflite  # noqa: E402
-from export.verify import OnnxRunner, SavedModelRunner, TFLiteRunner, keras_runner  # noqa: E402
+from export.verify import OnnxRunner, SavedModelRunner, TFLiteRunner, keras_runner, path_size  # noqa: E402
 
 
 def runners(model, directory, threads):
@@ -32,21 +32,15 @@ def runners(model, directory, threads):
     yield "keras", 4 * model.count_params(), keras_runner(model)
     path = os.path.join(directory, "saved_model")
     write_saved_model(model, path)
-    yield "saved_model", _size(path), SavedModelRunner(path)
+    yield "saved_model", path_size(path), SavedModelRunner(path)
     calibration = random_images(8, 224, seed=1)
     for q in ("fp32", "fp16", "dynamic", "int8"):
         path = os.path.join(directory, f"model_{q}.tflite")
         write_bytes(path, convert_tflite(model, q, calibration))
-        yield f"tflite_{q}", _size(path), TFLiteRunner(path, threads)
+        yield f"tflite_{q}", path_size(path), TFLiteRunner(path, threads)
     path = os.path.join(directory, "model.onnx")
     write_bytes(path, convert_onnx(model))
-    yield "onnxruntime", _size(path), OnnxRunner(path, threads)
-
-
-def _size(path):
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-    return os.path.getsize(path)
+    yield "onnxruntime", path_size(path), OnnxRunner(path, threads)
 
 
 def main():

@@ -10,7 +10,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import forward_images_per_second, forward_pass_args  # noqa: E402
+from common import forward_images_per_second, speed_args  # noqa: E402
 
 import keras_vit  # noqa: E402
 
@@ -18,7 +18,7 @@ PRESETS = ("vit_b16", "r50_vit_b16")
 
 
 def main():
-    args = forward_pass_args(__doc__.splitlines()[0], rounds=5)
+    args = speed_args(__doc__.splitlines()[0], rounds=5)
     models = {name: keras_vit.ViT.from_preset(name) for name in PRESETS}
     speeds, _ = forward_images_per_second(models, args)
     print(f"224x224, batch {args.batch}, fp32, {'XLA' if args.jit else 'no XLA'}")

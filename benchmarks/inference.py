@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import forward_images_per_second, forward_pass_args  # noqa: E402
+from common import forward_images_per_second, speed_args  # noqa: E402
 
 import keras_vit  # noqa: E402
 
@@ -32,7 +32,7 @@ def peers():
 
 
 def main():
-    args = forward_pass_args(__doc__.splitlines()[0], rounds=10)
+    args = speed_args(__doc__.splitlines()[0], rounds=10)
     models = dict(peers())
     speeds, rate = forward_images_per_second(models, args)
     print(f"ViT-B/16, 224x224, batch {args.batch}, fp32, {'XLA' if args.jit else 'no XLA'}; "

@@ -9,14 +9,13 @@ Prints images/s per model and keras_vit's ratio to keras-hub, timed in
 interleaved rounds. Needs the `benchmark` extras.
 """
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import interleaved_medians, random_images  # noqa: E402
+from common import interleaved_medians, random_images, speed_args  # noqa: E402
 
 import keras_vit  # noqa: E402
 
@@ -45,11 +44,7 @@ def train_step(model, images, labels, jit_compile):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--jit", action="store_true", help="compile each train step with XLA")
-    args = parser.parse_args()
+    args = speed_args(__doc__.splitlines()[0], rounds=8)
 
     keras.utils.set_random_seed(0)
     images = random_images(args.batch, SIZE)

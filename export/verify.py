@@ -111,7 +111,7 @@ def verify(kind, path, quantize, reference, images, threads=2, runs=20):
         format=kind,
         quantize=quantize,
         file=path,
-        size_bytes=_size(path),
+        size_bytes=path_size(path),
         max_abs_diff=diff,
         top1_agreement=float(np.mean(got.argmax(-1) == expected.argmax(-1))),
         latency_ms=1e3 * median_latency(runner, images[:1], runs=runs),
@@ -133,7 +133,8 @@ def verify(kind, path, quantize, reference, images, threads=2, runs=20):
     return row
 
 
-def _size(path):
+def path_size(path):
+    """Bytes in the file at `path`, or in all files under the folder `path`."""
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
     return os.path.getsize(path)
