@@ -237,6 +237,18 @@ class ViT(keras.Model):
         model = cls(**checkpoints.model_config(checkpoint, config, overrides, preset))
         return checkpoints.assign(model, checkpoint, resize_method)
 
+    @property
+    def grid_size(self):
+        """`(grid_h, grid_w)`: the patch tokens' grid (for a hybrid, its
+        ResNet feature map cut into patches)."""
+        return grid_size(feature_size(self.image_size, self.resnet_layers), self.patch_size)
+
+    @property
+    def token_stride(self):
+        """Input pixels from one patch token's patch to the next: `patch_size`,
+        times the ResNet stem's stride for a hybrid."""
+        return self.patch_size * (1 if self.resnet_layers is None else stem_stride(self.resnet_layers))
+
     def save_to_preset(self, directory):
         """Writes a preset folder, keras-hub's layout: `config.json` (the class
         and its `get_config()`) and `model.weights.h5`."""

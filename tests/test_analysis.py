@@ -6,10 +6,11 @@ import os
 import keras
 import numpy as np
 import pytest
-from helpers import TINY, original_params, random_images, randomize
+from helpers import HYBRID, TINY, original_params, original_resnet_params, random_images, randomize
 from sklearn.decomposition import PCA
 
 import keras_vit
+import numpy_resnet
 import numpy_vit
 from keras_vit import analysis
 
@@ -112,6 +113,28 @@ def test_mean_attention_distance_of_a_model(tiny_model):
     got = analysis.mean_attention_distance(tiny_model, images)
     assert got.shape == (2, 4)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_analysis_of_a_hybrid():
+    # ResNet stride 8 on 32x32 images, patch size 1: a 4x4 grid of tokens 8 pixels apart.
+    model = randomize(keras_vit.ViT(**HYBRID))
+    assert model.grid_size == (4, 4) and model.token_stride == 8
+    images = random_images()
+    params = {**original_params(model), **original_resnet_params(model)}
+    attention = np.stack(numpy_resnet.forward(params, images, patch_size=1, num_heads=4)["attention"])
+    joint = reference_rollout(attention)
+    weights = joint[:, 0, 1:] / joint[:, 0, 1:].sum(-1, keepdims=True)
+    np.testing.assert_allclose(analysis.attention_rollout(model, images), weights.reshape(2, 4, 4), atol=2e-5)
+    patches = attention[..., 1:, 1:] / attention[..., 1:, 1:].sum(-1, keepdims=True)
+    centres = [(8 * (n // 4), 8 * (n % 4)) for n in range(16)]
+    distance = np.array([[math.dist(a, b) for b in centres] for a in centres])
+    expected = np.einsum("lbhqk,qk->lh", patches, distance) / (2 * 16)
+    np.testing.assert_allclose(analysis.mean_attention_distance(model, images), expected, rtol=1e-4)
+    effect = analysis.position_embedding_effect(model, images)
+    assert sorted(effect["permutation"]) == list(range(16))
+    np.testing.assert_array_equal(
+        effect["shuffled"], analysis.shuffle_patches(images, 8, effect["permutation"])
+    )
 
 
 def test_attention_distance_rejects_wrong_grid():

@@ -48,8 +48,7 @@ def attention_rollout(model, images):
     prefix = int(model.pooling == "token")
     weights = joint[:, 0, prefix:] if prefix else joint.mean(axis=1)
     weights = weights / weights.sum(axis=-1, keepdims=True)
-    grid_h, grid_w = (size // model.patch_size for size in model.image_size)
-    return weights.reshape(-1, grid_h, grid_w).astype("float32")
+    return weights.reshape(-1, *model.grid_size).astype("float32")
 
 
 def upsample(maps, image_size):
@@ -69,7 +68,7 @@ def attention_distance(attention, grid_size, patch_size, num_prefix_tokens=0):
     Args:
         attention: `(L, B, heads, T, T)` probabilities.
         grid_size: `(grid_h, grid_w)`; `T = num_prefix_tokens + grid_h * grid_w`.
-        patch_size: pixels per patch side.
+        patch_size: pixels from one patch's centre to the next (`model.token_stride`).
         num_prefix_tokens: 1 with a class token, else 0.
     """
     attention = np.asarray(attention, dtype="float64")
@@ -94,7 +93,6 @@ def mean_attention_distance(model, images):
 
     The paper's Figure 7 (right): how far, on average, each head looks.
     """
-    grid_size = tuple(size // model.patch_size for size in model.image_size)
     return attention_distance(
-        attention_maps(model, images), grid_size, model.patch_size, int(model.pooling == "token")
+        attention_maps(model, images), model.grid_size, model.token_stride, int(model.pooling == "token")
     )

@@ -44,17 +44,18 @@ def without_position_embeddings(model):
 
 def position_embedding_effect(model, images, seed=0):
     """Runs `model` and its copy without position embeddings on `images` and
-    on the same images with their patches shuffled.
+    on the same images with their patches shuffled (squares of
+    `model.token_stride` pixels, one per patch token).
 
     Returns a dict: `permutation` `(N,)`, `shuffled` images, and for `"with"`
     (the model) and `"without"` (its copy with no position embeddings) a pair
     `(outputs on images, outputs on shuffled)`, the models' outputs (logits,
     or the pooled representation without a head) as arrays.
     """
-    grid_h, grid_w = (size // model.patch_size for size in model.image_size)
+    grid_h, grid_w = model.grid_size
     permutation = np.random.default_rng(seed).permutation(grid_h * grid_w)
     images = np.asarray(images, dtype="float32")
-    shuffled = shuffle_patches(images, model.patch_size, permutation)
+    shuffled = shuffle_patches(images, model.token_stride, permutation)
     result = dict(permutation=permutation, shuffled=shuffled)
     for key, net in (("with", model), ("without", without_position_embeddings(model))):
         result[key] = tuple(np.asarray(net.predict(x, verbose=0)) for x in (images, shuffled))

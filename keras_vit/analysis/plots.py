@@ -86,9 +86,10 @@ def plot_mean_attention_distance(model, images, path=None):
     ax = figure.subplots()
     for h in range(heads):
         ax.scatter(np.arange(1, num_layers + 1), distance[:, h], label=f"head {h + 1}", s=25)
-    grid_size = tuple(size // model.patch_size for size in model.image_size)
-    tokens = grid_size[0] * grid_size[1]
-    uniform = attention_distance(np.full((1, 1, 1, tokens, tokens), 1 / tokens), grid_size, model.patch_size)
+    tokens = model.grid_size[0] * model.grid_size[1]
+    uniform = attention_distance(
+        np.full((1, 1, 1, tokens, tokens), 1 / tokens), model.grid_size, model.token_stride
+    )
     ax.axhline(uniform[0, 0], color="gray", linestyle="--", label="uniform attention")
     ax.set_ylim(0, 1.25 * max(uniform.max(), distance.max()))
     ax.set_xticks(np.arange(1, num_layers + 1))
