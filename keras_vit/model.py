@@ -280,8 +280,7 @@ class ViT(keras.Model):
         `hidden_states`: a list of `num_layers` outputs `(B, T, D)`, one per block;
         `attention`: a list of `num_layers` attention probabilities
         `(B, heads, T, T)`; `logits` `(B, num_classes)` with the top.
-        `T` is the number of patches, plus one with token pooling. Without
-        `attention`, the blocks use fused attention.
+        `T` is the number of patches, plus one with token pooling.
         """
         outputs = tuple(outputs)
         allowed = FEATURES if self.include_top else FEATURES[:-1]

@@ -49,11 +49,6 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
 
     def build(self, input_shape):
-        hidden_dim = input_shape[-1]
-        if hidden_dim % self.num_heads:
-            raise ValueError(
-                f"hidden_dim {hidden_dim} is not divisible by num_heads {self.num_heads}."
-            )
         norm_args = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy)
         self.attention_norm = keras.layers.LayerNormalization(name="attention_norm", **norm_args)
         self.attention_norm.build(input_shape)
