@@ -1,19 +1,16 @@
 """The training program: recipes, data, augmentation, few-shot evaluation,
 errors, and (in subprocesses) strategies and resuming after kill -9."""
 
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_vit
 from training import augment, data, fewshot, recipes, strategy, train
 from training.__main__ import parse
 
@@ -65,6 +62,17 @@ def test_fewshot_matches_scikit_learn_ridge():
         assert fewshot.fewshot_accuracy(x_train, y_train, x_test, y_test, 5, l2) == pytest.approx(reference)
     idx = fewshot.sample_shots(y_test, 3)
     assert np.bincount(y_test[idx]).tolist() == [3] * 5
+
+
+def test_fewshot_features_are_the_pooled_outputs_with_their_labels():
+    splits = data.load_splits("digits")
+    ds = splits.test.take(40)
+    model = keras_vit.ViT(image_size=16, patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32,
+                          include_top=False)
+    pooled, labels = fewshot.features(model, ds, (16, 16), splits.num_classes, "bilinear", batch_size=16)
+    np.testing.assert_array_equal(labels, [int(y) for _, y in ds.as_numpy_iterator()])
+    (images, _), = data.pipeline(ds, (16, 16), splits.num_classes, 40, training=False, drop_remainder=False)
+    np.testing.assert_allclose(pooled, model.predict(images, verbose=0), atol=1e-5)
 
 
 def test_mixup_cutmix_erasing_keep_shapes_and_label_mass():
@@ -135,6 +143,7 @@ def test_image_folder(tmp_path):
     (["--data", "mnist_typo"], "Unknown data set 'mnist_typo'"),
     (["--preset", "vit_z16"], "Unknown preset 'vit_z16'"),
     (["--image-size", "18"], "not divisible"),
+    (["--set", 'image_size="abc"'], "image_size must be an int or \\(height, width\\), got 'abc'"),
     (["--set", "recipe=adam"], "Unknown recipe 'adam'"),
     (["--set", "augment.mixups=1"], "Unknown augment option"),
     (["--set", "epoch=3"], "Unknown config key 'epoch'"),

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from export.data import IMAGE_EXTENSIONS
 from training import augment
 
 Splits = collections.namedtuple("Splits", "train validation test num_classes")
@@ -25,7 +26,6 @@ TFDS_SPLITS = {
     "oxford_flowers102": ("train", "validation", "test"),
     "imagenet2012": ("train[:99%]", "train[99%:]", "validation"),
 }
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def load_splits(data, data_dir=None, seed=0):

@@ -37,19 +37,21 @@ def sample_shots(labels, shots, seed=0):
     return np.concatenate([order[labels[order] == c][:shots] for c in np.unique(labels)])
 
 
-def features(model, ds, image_size, resize, batch_size=64):
-    """Pooled features `(N, D)` and labels `(N,)` of every example in `ds`."""
+def features(model, ds, image_size, num_classes, resize, batch_size=64):
+    """Pooled features `(N, D)` and labels `(N,)` of every example in `ds`,
+    in one pass over it."""
     extractor = model.feature_extractor(["pooled"])
-    batches = data.pipeline(ds, image_size, 1, batch_size, training=False, resize=resize, drop_remainder=False)
-    labels = np.concatenate([y for _, y in ds.batch(1024).as_numpy_iterator()])
-    pooled = np.concatenate([extractor(x)["pooled"].numpy() for x, _ in batches])
-    return pooled.astype("float64"), labels
+    batches = data.pipeline(
+        ds, image_size, num_classes, batch_size, training=False, resize=resize, drop_remainder=False
+    )
+    pooled, labels = zip(*((extractor(x)["pooled"].numpy(), y.numpy().argmax(-1)) for x, y in batches))
+    return np.concatenate(pooled).astype("float64"), np.concatenate(labels)
 
 
 def evaluate(model, splits, image_size, resize, shots=SHOTS, l2_reg=1.0, seed=0):
     """`{shots: test accuracy}` with `shots` training images per class."""
-    x_train, y_train = features(model, splits.train, image_size, resize)
-    x_test, y_test = features(model, splits.test, image_size, resize)
+    x_train, y_train = features(model, splits.train, image_size, splits.num_classes, resize)
+    x_test, y_test = features(model, splits.test, image_size, splits.num_classes, resize)
     results = {}
     for k in shots:
         idx = sample_shots(y_train, k, seed)

@@ -11,6 +11,7 @@ import numpy as np
 import export
 import keras_vit
 from keras_vit.layers.patch_embedding import grid_size
+from keras_vit.model import _pair
 from keras_vit.presets import preset_config
 from training import augment, callbacks, data, fewshot, recipes, strategy as strategies
 
@@ -153,11 +154,10 @@ def export_files(run, options):
 
     def images(ds, limit=None):
         batches = data.pipeline(
-            ds, run["model"].image_size, splits.num_classes, config["batch_size"], training=False,
-            resize=config["resize"], drop_remainder=False,
+            ds if limit is None else ds.take(limit), run["model"].image_size, splits.num_classes,
+            config["batch_size"], training=False, resize=config["resize"], drop_remainder=False,
         )
-        stacked = np.concatenate([x.numpy() for x, _ in batches])
-        return stacked[:limit]
+        return np.concatenate([x.numpy() for x, _ in batches])
 
     return export.export_model(
         run["model"], os.path.join(config["output"], "export"),
@@ -190,6 +190,3 @@ def summary(r):
         rows.append(("exported, verified", os.path.join(out, "export", "report.json")))
     return callbacks.summary_table(rows)
 
-
-def _pair(size):
-    return (size, size) if isinstance(size, int) else tuple(size)
