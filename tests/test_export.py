@@ -11,7 +11,7 @@ import onnxruntime
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
-from sklearn.datasets import load_digits
+from digits import digits_images
 
 import export
 import keras_vit
@@ -23,17 +23,10 @@ from export.verify import MAX_DIFF
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
 
 
-def digits():
-    """1,797 handwritten digits as 16x16x3 pixels in [0, 255], and labels."""
-    data = load_digits()
-    images = np.kron(data.images, np.ones((2, 2))) * (255 / 16)
-    return np.repeat(images[..., None], 3, axis=-1).astype("float32"), data.target
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(model path, model, calibration images, held-out images, held-out labels, export folder, report)."""
-    images, labels = digits()
+    images, labels = digits_images(16)
     keras.utils.set_random_seed(0)
     model = keras_vit.ViT(
         image_size=16, patch_size=4, hidden_dim=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=10

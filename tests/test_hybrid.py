@@ -8,7 +8,7 @@ from helpers import HYBRID, original_params, original_resnet_params, random_imag
 
 import keras_vit
 import numpy_resnet
-from keras_vit import checkpoints, layers, presets
+from keras_vit import checkpoints, presets
 
 TOL = dict(atol=2e-5, rtol=2e-5)
 STEM_ONLY = dict(HYBRID, resnet_layers=(), patch_size=2)
@@ -123,17 +123,6 @@ def test_keras_file_round_trip(tmp_path):
     assert loaded.get_config() == model.get_config()
     images = random_images()
     np.testing.assert_array_equal(loaded(images), model(images))
-
-
-@pytest.mark.parametrize("layer", [
-    layers.StdConv2D(8, 3, strides=2, epsilon=1e-4),
-    layers.ResNetUnit(16, strides=2),
-    layers.ResNetStage(2, 16, strides=2),
-    layers.ResNetStem((1, 2), width_factor=0.5),
-])
-def test_layer_config_round_trip(layer):
-    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
 
 
 def test_training_step_changes_the_stem():

@@ -48,6 +48,10 @@ def test_config_round_trip(tiny_config):
     layers.MlpBlock(16, dropout_rate=0.1, gelu_approximate=False),
     layers.MultiHeadSelfAttention(2, dropout_rate=0.1),
     layers.DropPath(0.25, seed=3),
+    layers.StdConv2D(8, 3, strides=2, epsilon=1e-4),
+    layers.ResNetUnit(16, strides=2),
+    layers.ResNetStage(2, 16, strides=2),
+    layers.ResNetStem((1, 2), width_factor=0.5),
 ])
 def test_layer_config_round_trip(layer):
     config = keras.saving.serialize_keras_object(layer)
