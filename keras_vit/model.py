@@ -10,7 +10,7 @@ from keras import ops
 from keras_vit import presets
 from keras_vit.layers import ClassToken, PatchEmbedding, PositionEmbedding, ResNetStem, TransformerBlock
 from keras_vit.layers.patch_embedding import grid_size
-from keras_vit.layers.resnet import GROUPS, stem_stride
+from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
 
 POOLINGS = ("token", "gap")
 POSITION_EMBEDDINGS = ("learned", "sincos2d", "none")
@@ -247,7 +247,7 @@ class ViT(keras.Model):
     def token_stride(self):
         """Input pixels from one patch token's patch to the next: `patch_size`,
         times the ResNet stem's stride for a hybrid."""
-        return self.patch_size * (1 if self.resnet_layers is None else stem_stride(self.resnet_layers))
+        return self.patch_size * stem_stride(self.resnet_layers)
 
     def save_to_preset(self, directory):
         """Writes a preset folder, keras-hub's layout: `config.json` (the class
@@ -377,16 +377,6 @@ def _pair(size):
     if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, int) for s in size):
         return tuple(size)
     raise ValueError(f"image_size must be an int or (height, width), got {size!r}.")
-
-
-def feature_size(image_size, resnet_layers):
-    """The `(height, width)` the patch embedding sees: the image, or the
-    hybrid's ResNet feature map (stride 4, doubled by every stage after the
-    first; SAME padding rounds up)."""
-    if resnet_layers is None:
-        return image_size
-    stride = stem_stride(resnet_layers)
-    return tuple(-(-size // stride) for size in image_size)
 
 
 def _check_resnet(resnet_layers, resnet_width):

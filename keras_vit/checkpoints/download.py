@@ -6,8 +6,7 @@ import shutil
 import keras
 
 from keras_vit.checkpoints import sources
-from keras_vit.checkpoints.loading import assign
-from keras_vit.checkpoints.read import PRESET_WEIGHTS, read_checkpoint
+from keras_vit.checkpoints.read import PRESET_WEIGHTS
 
 
 def cache_dir():
@@ -23,14 +22,11 @@ def fetch(preset, name):
     if os.path.exists(os.path.join(folder, PRESET_WEIGHTS)):
         return folder
     path = download(source)
-    from keras_vit.model import ViT
+    from keras_vit.convert import convert  # imported here: convert imports this package
 
-    checkpoint = read_checkpoint(path)
-    model = ViT(**checkpoint.config, name=preset)
-    assign(model, checkpoint)
     partial = folder + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_to_preset(partial)
+    convert(path, partial)
     os.replace(partial, folder)
     return folder
 

@@ -127,8 +127,7 @@ def infer_config(weights, origin):
                 f"{origin}: position embeddings {tuple(position.shape)} do not form a square grid; "
                 f"save non-square models with ViT.save_to_preset instead."
             )
-        stride = 1 if config["resnet_layers"] is None else stem_stride(config["resnet_layers"])
-        config["image_size"] = side * config["patch_size"] * stride
+        config["image_size"] = side * config["patch_size"] * stem_stride(config["resnet_layers"])
         config["position_embedding"] = "learned"
     config["include_top"] = "head/kernel" in weights
     if config["include_top"]:

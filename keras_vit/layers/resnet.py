@@ -195,9 +195,8 @@ class ResNetStem(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
-        stride = stem_stride(self.num_layers)
         channels = 4 * self.width * 2 ** (len(self.num_layers) - 1) if self.num_layers else self.width
-        return (batch, _ceil_div(height, stride), _ceil_div(width, stride), channels)
+        return (batch, *feature_size((height, width), self.num_layers), channels)
 
     def get_config(self):
         config = super().get_config()
@@ -206,8 +205,16 @@ class ResNetStem(keras.layers.Layer):
 
 
 def stem_stride(num_layers):
-    """The stem's total stride: 4 (root), doubled by every stage after the first."""
-    return 4 * 2 ** max(len(num_layers) - 1, 0)
+    """The stem's total stride: 4 (root), doubled by every stage after the
+    first; 1 for `num_layers=None` (no stem, the plain ViT)."""
+    return 1 if num_layers is None else 4 * 2 ** max(len(num_layers) - 1, 0)
+
+
+def feature_size(image_size, num_layers):
+    """The `(height, width)` after a stem of `num_layers` (None: no stem, the
+    image itself); SAME padding rounds up."""
+    stride = stem_stride(num_layers)
+    return tuple(_ceil_div(size, stride) for size in image_size)
 
 
 def _ceil_div(size, stride):
