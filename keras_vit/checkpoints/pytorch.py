@@ -50,8 +50,7 @@ def convert_timm(tensors, num_heads):
     weights, rest = {}, {}
     for key, value in tensors.items():
         qkv = re.fullmatch(r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", key)
-        if _timm_resnet_path(key):
-            path = _timm_resnet_path(key)
+        if path := _timm_resnet_path(key):
             weights[path] = _conv_kernel(value) if path.endswith("kernel") else value
         elif qkv:
             block = f"encoderblock_{qkv.group(1)}/attention"
