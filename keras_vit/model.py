@@ -254,13 +254,16 @@ class ViT(keras.Model):
         and its `get_config()`) and `model.weights.h5`."""
         os.makedirs(directory, exist_ok=True)
         config = keras.saving.serialize_keras_object(self)
+        config.pop("compile_config", None)  # the optimizer is the trainer's, not the preset's
         with open(os.path.join(directory, PRESET_CONFIG), "w") as f:
             json.dump(config, f, indent=2)
         self.save_weights(os.path.join(directory, PRESET_WEIGHTS))
 
     def __call__(self, images, *args, **kwargs):
         expected = (*self.image_size, 3)
-        shape = tuple(getattr(images, "shape", ()))
+        if not hasattr(images, "shape"):  # a nested list of pixels, as Keras layers accept
+            images = ops.convert_to_tensor(images, dtype="float32")
+        shape = tuple(images.shape)
         if len(shape) != 4 or any(
             got is not None and got != want for got, want in zip(shape[1:], expected)
         ):

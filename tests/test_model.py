@@ -153,6 +153,14 @@ def test_bad_image_shape_errors(tiny_config, shape):
         model.predict(np.zeros(shape, "float32"), verbose=0)
 
 
+def test_accepts_nested_lists(tiny_config):
+    model = randomize(build(tiny_config))
+    images = random_images()
+    np.testing.assert_allclose(model(images.tolist()), model(images), atol=1e-6)
+    with pytest.raises(ValueError, match=r"expects images of shape \(batch, 32, 32, 3\), got \(2, 32, 3\)"):
+        model(images[:, 0].tolist())
+
+
 def test_feature_extractor_rejects_unknown_output(tiny_config):
     with pytest.raises(ValueError, match="Unknown feature output"):
         build(tiny_config).feature_extractor(["attn"])

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -5,6 +9,8 @@ from helpers import random_images, randomize
 
 import keras_vit
 from keras_vit import layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("overrides", [
@@ -70,3 +76,32 @@ def test_save_to_preset_writes_config_and_weights(tiny_config, tmp_path):
     rebuilt.load_weights(tmp_path / "preset" / "model.weights.h5")
     images = random_images()
     np.testing.assert_array_equal(rebuilt(images), model(images))
+
+
+class _TrainerSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule class that only the training program knows (not registered)."""
+
+    def __call__(self, step):
+        return 1e-3
+
+    def get_config(self):
+        return {}
+
+
+def test_preset_of_a_compiled_model_loads_in_a_fresh_process(tiny_config, tmp_path):
+    model = randomize(keras_vit.ViT(**tiny_config))
+    model.compile(keras.optimizers.AdamW(_TrainerSchedule()), "mse")
+    model.save_to_preset(tmp_path / "preset")
+    images = random_images()
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "expected.npy", keras.ops.convert_to_numpy(model(images)))
+    script = (
+        "import sys, numpy as np, keras_vit\n"
+        "folder = sys.argv[1]\n"
+        "model = keras_vit.ViT.from_preset(folder + '/preset')\n"
+        "got = model.predict(np.load(folder + '/images.npy'), verbose=0)\n"
+        "np.testing.assert_allclose(got, np.load(folder + '/expected.npy'), atol=1e-6)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -18,13 +18,17 @@ HINTS = {
 
 def model_config(checkpoint, preset_config, overrides, preset_name=None):
     """ViT arguments: the preset's, then what the checkpoint implies (image
-    size, classes, pre-logits, pooling, GELU, epsilon), then the user's."""
+    size, classes, pre-logits, pooling, GELU, epsilon), then the user's. The
+    architecture asked for (the preset with the user's overrides) must match
+    the checkpoint's."""
+    asked = {**preset_config, **overrides}
     for key in ARCHITECTURE:
-        want, got = preset_config.get(key), checkpoint.config.get(key)
+        want, got = asked.get(key), checkpoint.config.get(key)
         if _differs(key, want, got, checkpoint.config):
+            source = f"{key}={want!r} was passed" if key in overrides else f"preset {preset_name!r} has {key}={want}"
             raise ValueError(
-                f"{checkpoint.origin} has {key}={got}, but preset {preset_name!r} has {key}={want}: "
-                f"wrong preset for this checkpoint. {_suggest(checkpoint.config)}"
+                f"{checkpoint.origin} has {key}={got}, but {source}: wrong preset or override for this "
+                f"checkpoint. {_suggest(checkpoint.config)}"
             )
     config = {**preset_config, **checkpoint.config, **overrides}
     dropped_pre_logits = checkpoint.config.get("representation_size") and not config.get("representation_size")
