@@ -7,10 +7,10 @@ each file right by running it in its own runtime.
 
 import os
 
-import keras
 import numpy as np
 
 import keras_vit
+from export.data import check_pixels
 from export.errors import ExportError, VerificationError
 from export.files import check_writable, write_bytes
 from export.onnx_model import convert_onnx
@@ -26,26 +26,14 @@ __all__ = ["ExportError", "VerificationError", "FORMATS", "QUANTIZATIONS", "expo
 
 
 def load_model(path):
-    """A keras_vit model from a `.keras` file written by `model.save` (safe
-    mode) or a preset folder written by `model.save_to_preset`."""
-    is_keras_file = isinstance(path, str) and path.endswith(".keras") and os.path.isfile(path)
-    is_preset = isinstance(path, str) and os.path.isfile(os.path.join(path, keras_vit.model.PRESET_CONFIG))
-    if not (is_keras_file or is_preset):
-        raise ExportError(
-            f"{path!r} is neither a .keras file nor a preset folder (config.json + model.weights.h5); "
-            f"save the model with model.save('model.keras') or model.save_to_preset(folder) and pass that."
-        )
+    """A keras_vit model with a classification head from a `.keras` file or a
+    preset folder (`keras_vit.load_model`); an ExportError otherwise."""
     try:
-        if is_preset:
-            model = keras_vit.ViT.from_preset(path)
-        else:
-            model = keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:
-        raise ExportError(f"{path} does not load as a Keras model: {error}") from error
-    if not isinstance(model, keras_vit.ViT) or not model.include_top:
-        raise ExportError(
-            f"{path} holds a {type(model).__name__}, not a keras_vit.ViT with a classification head."
-        )
+        model = keras_vit.load_model(path)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    if not model.include_top:
+        raise ExportError(f"{path} holds a keras_vit.ViT without its head (include_top=False); export needs the head.")
     return model
 
 
@@ -66,18 +54,26 @@ def export_model(
     Files: `saved_model/1/` (TF Serving layout), `model_{q}.tflite` for each
     `q` in `quantize` (`model_{q}_dynamic_batch.tflite` with `dynamic_batch`),
     `model.onnx`, `labels.txt` with `class_names`.
-    Images (calibration, verification) are `(N, H, W, 3)` in [0, 255]. Without
-    `verify_images`, the last fifth of `calibration_images` is held out for
-    verification (and not used to calibrate), else random images are used.
+    Images (calibration, verification) are `(N, H, W, 3)` in [0, 255]; images
+    with a NaN or inf pixel are refused (`ExportError`) before anything is
+    written. Without `verify_images`, the last fifth of `calibration_images`
+    is held out for verification (and not used to calibrate), else random
+    images are used.
     Raises `VerificationError` (after writing the report) if a file breaks a
-    threshold: max |Δ logits| ≤ 1e-4 (fp32), 1e-2 (fp16), both times
-    max(1, max |logits|); top-1 agreement ≥ 98% (int8).
+    threshold (`export.verify.MAX_DIFF`, `MIN_TOP1_AGREEMENT`): max |Δ logits|
+    ≤ 1e-4 (fp32), 1e-2 (fp16), both times max(1, max |logits|); top-1
+    agreement ≥ 98% (dynamic-range int8), ≥ 90% (full-integer int8, which
+    quantizes LayerNorm, softmax and GELU too and is lossy on ViTs); NaN or
+    inf logits; a custom or Flex op in a `.tflite` file.
     """
     formats, quantize = _check_options(model, formats, quantize, class_names, calibration_images)
+    _check_images(model, calibration_images, verify_images)
     try:
         check_writable(out_dir)
     except OSError as error:
-        raise ExportError(f"Output folder {out_dir!r} cannot be written: {error.strerror or error}.") from error
+        raise ExportError(
+            f"Output folder {out_dir!r} cannot be written: {error.strerror or error}."
+        ) from error
     calibration_images, verify_images, source = _split_images(model, calibration_images, verify_images)
 
     reference = keras_runner(model)
@@ -144,16 +140,29 @@ def _check_options(model, formats, quantize, class_names, calibration_images):
     return formats, quantize
 
 
+def _check_images(model, calibration_images, verify_images):
+    """Refuses images of the wrong shape, or with a NaN or inf pixel, before any work."""
+    expected = (*model.image_size, 3)
+    for name, argument, images in (
+        ("calibration", "calibration_images", calibration_images),
+        ("verification", "verify_images", verify_images),
+    ):
+        if images is None:
+            continue
+        if np.shape(images)[1:] != expected:
+            raise ExportError(
+                f"{name} images have shape {np.shape(images)}; expected (N, {expected[0]}, {expected[1]}, 3)."
+            )
+        check_pixels(images, argument)
+
+
 def _split_images(model, calibration_images, verify_images):
     """(calibration, verification, where the verification images come from)."""
-    expected = (*model.image_size, 3)
-    for name, images in (("calibration", calibration_images), ("verification", verify_images)):
-        if images is not None and np.shape(images)[1:] != expected:
-            raise ExportError(f"{name} images have shape {np.shape(images)}; expected (N, {expected[0]}, {expected[1]}, 3).")
     if verify_images is not None:
         return calibration_images, np.asarray(verify_images, "float32"), "given"
     if calibration_images is not None and len(calibration_images) >= 2:
         held_out = max(1, len(calibration_images) // 5)
-        return calibration_images[:-held_out], np.asarray(calibration_images[-held_out:], "float32"), "held out from calibration"
+        verify_images = np.asarray(calibration_images[-held_out:], "float32")
+        return calibration_images[:-held_out], verify_images, "held out from calibration"
     rng = np.random.default_rng(0)
     return calibration_images, rng.uniform(0, 255, (16, *model.image_size, 3)).astype("float32"), "random"

@@ -11,7 +11,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from export import FORMATS, QUANTIZATIONS, ExportError, VerificationError, export_model, load_model  # noqa: E402
+from export import (  # noqa: E402
+    FORMATS, QUANTIZATIONS, ExportError, VerificationError, export_model, load_model,
+)
 from export.data import load_images  # noqa: E402
 
 
@@ -19,17 +21,27 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a .keras file (model.save) or a preset folder (model.save_to_preset)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--format", nargs="+", default=list(FORMATS), help=f"some of {', '.join(FORMATS)} (default: all)")
+    parser.add_argument(
+        "--format", nargs="+", default=list(FORMATS), help=f"some of {', '.join(FORMATS)} (default: all)"
+    )
     parser.add_argument(
         "--quantize", nargs="+", default=["fp32"],
         help=f"TFLite variants, some of {', '.join(QUANTIZATIONS)} (default: fp32); "
         "'dynamic' is dynamic-range int8, 'int8' full-integer int8 (needs --calibration)",
     )
-    parser.add_argument("--calibration", help="images for int8 calibration: a folder of images or a .npy file")
-    parser.add_argument("--calibration-limit", type=int, default=500, help="at most this many calibration images")
-    parser.add_argument("--verify", help="held-out images to compare on (default: a fifth of --calibration, else random)")
+    parser.add_argument(
+        "--calibration", help="images for int8 calibration: a folder of images or a .npy file"
+    )
+    parser.add_argument(
+        "--calibration-limit", type=int, default=500, help="at most this many calibration images"
+    )
+    parser.add_argument(
+        "--verify", help="held-out images to compare on (default: a fifth of --calibration, else random)"
+    )
     parser.add_argument("--class-names", help="a text file, one class name per line; written as labels.txt")
-    parser.add_argument("--dynamic-batch", action="store_true", help="TFLite with a dynamic batch (default: batch 1)")
+    parser.add_argument(
+        "--dynamic-batch", action="store_true", help="TFLite with a dynamic batch (default: batch 1)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads for the latency measurement")
     return parser.parse_args(argv)
 
@@ -40,15 +52,18 @@ def main(argv=None):
         model = load_model(args.model)
         calibration = verify = class_names = None
         if args.calibration:
-            calibration = load_images(args.calibration, model.image_size, args.calibration_limit)
+            calibration = load_images(
+                args.calibration, model.image_size, args.calibration_limit, what="--calibration"
+            )
         if args.verify:
-            verify = load_images(args.verify, model.image_size)
+            verify = load_images(args.verify, model.image_size, what="--verify")
         if args.class_names:
             with open(args.class_names) as f:
                 class_names = [line.strip() for line in f if line.strip()]
         export_model(
             model, args.out, formats=args.format, quantize=args.quantize, calibration_images=calibration,
-            verify_images=verify, class_names=class_names, dynamic_batch=args.dynamic_batch, threads=args.threads,
+            verify_images=verify, class_names=class_names, dynamic_batch=args.dynamic_batch,
+            threads=args.threads,
         )
     except (ExportError, VerificationError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

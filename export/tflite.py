@@ -37,7 +37,9 @@ def convert_tflite(model, quantize="fp32", calibration_images=None, dynamic_batc
         archive.add_endpoint(
             "serve",
             lambda images: model(images, training=False),
-            input_signature=[tf.TensorSpec((None if dynamic_batch else 1, height, width, 3), tf.float32, name="images")],
+            input_signature=[
+                tf.TensorSpec((None if dynamic_batch else 1, height, width, 3), tf.float32, name="images")
+            ],
         )
         archive.write_out(directory, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)

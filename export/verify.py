@@ -15,9 +15,15 @@ from export.files import write_bytes
 from export.tflite import tflite_ops
 
 # Max |Δ logits| allowed, as a fraction of the logits' scale max(1, max |logits|);
-# quantized int8 files are held to top-1 agreement instead.
+# quantized int8 files are held to top-1 agreement with Keras instead.
 MAX_DIFF = {"fp32": 1e-4, "fp16": 1e-2}
-MIN_TOP1_AGREEMENT = 0.98
+# Top-1 agreement with Keras asked of the int8 files. Measured on the test model (tests/test_export.py,
+# 5 seeds, oneDNN on and off): dynamic-range int8 (float activations) 99.2-100%, full-integer int8
+# 96.5-98.5%. Full int8 quantizes every activation, LayerNorm, softmax and GELU included, which costs ViTs
+# accuracy (MinMax int8 takes ViT-B/16 from 84.5 to 23.6 ImageNet top-1, FQ-ViT). Its 90% still fails a
+# broken file (calibrated on pixels in [0, 1] or [-1, 1]: 11%) and leaves margin for CPUs that round
+# differently.
+MIN_TOP1_AGREEMENT = {"dynamic": 0.98, "int8": 0.90}
 
 
 class SavedModelRunner:
@@ -106,7 +112,7 @@ def verify(kind, path, quantize, reference, images, threads=2, runs=20):
         # The uint8 signature, on the same pixels rounded to integers.
         pixels = np.clip(np.round(images), 0, 255)
         uint8_diff = runner.uint8_logits(pixels.astype("uint8")) - reference(pixels.astype("float32"))
-        diff = max(diff, float(np.max(np.abs(uint8_diff))))
+        diff = float(np.max([diff, np.max(np.abs(uint8_diff))]))  # np.max keeps a NaN; max() may drop it
     row = dict(
         format=kind,
         quantize=quantize,
@@ -117,12 +123,22 @@ def verify(kind, path, quantize, reference, images, threads=2, runs=20):
         latency_ms=1e3 * median_latency(runner, images[:1], runs=runs),
         failures=[],
     )
+    # Every check is written so that NaN fails it (`not x <= limit`; NaN compares False):
+    # np.argmax takes NaN for the largest logit, so NaN rows can agree in top-1.
+    for source, logits in (("the Keras model", expected), ("the file", got)):
+        bad = int(np.sum(~np.isfinite(logits).all(axis=-1)))
+        if bad:
+            row["failures"].append(f"{source} gives NaN or inf logits for {bad} of {len(logits)} images")
     if quantize in MAX_DIFF:
         row["tolerance"] = MAX_DIFF[quantize] * max(1.0, float(np.max(np.abs(expected))))
-        if diff > row["tolerance"]:
+        if not diff <= row["tolerance"]:
             row["failures"].append(f"max |Δ logits| {diff:.3g} > {row['tolerance']:.3g}")
-    elif row["top1_agreement"] < MIN_TOP1_AGREEMENT:
-        row["failures"].append(f"top-1 agreement {row['top1_agreement']:.1%} < {MIN_TOP1_AGREEMENT:.0%}")
+    else:
+        row["min_top1_agreement"] = MIN_TOP1_AGREEMENT[quantize]
+        if not row["top1_agreement"] >= row["min_top1_agreement"]:
+            row["failures"].append(
+                f"top-1 agreement {row['top1_agreement']:.1%} < {row['min_top1_agreement']:.0%}"
+            )
     if kind == "tflite":
         with open(path, "rb") as f:
             ops = tflite_ops(f.read())
@@ -153,4 +169,15 @@ def format_table(rows):
 
 
 def write_report(path, report):
-    write_bytes(path, json.dumps(report, indent=2).encode())
+    """`report` as JSON; a NaN or inf number (which JSON has not) is written as null."""
+    write_bytes(path, json.dumps(_json_numbers(report), indent=2, allow_nan=False).encode())
+
+
+def _json_numbers(value):
+    if isinstance(value, dict):
+        return {key: _json_numbers(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,8 +1,11 @@
 """Export a small ViT trained on scikit-learn's digits to every format and
 check each file in its own runtime against the Keras model."""
 
+import importlib
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -12,27 +15,46 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
+from tensorflow.python.framework import config as tf_config
 
 import export
 import keras_vit
 from export.__main__ import main
 from export.files import write_bytes, write_directory
 from export.tflite import tflite_ops
-from export.verify import MAX_DIFF
+from export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
 
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
+verify_module = importlib.import_module("export.verify")  # `export.verify` is also a function
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """(model path, model, calibration images, held-out images, held-out labels, export folder, report)."""
+    """(model path, model, calibration images, held-out images, held-out labels, export folder, report).
+
+    Seeded, with op determinism: the same model and figures on every run on one machine. They still
+    move with the CPU and with oneDNN on or off (int8 agreement 97.7% and 98.2% here), hence margins.
+    """
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield _train_and_export(tmp_path_factory)
+    finally:
+        if not was_deterministic:  # tf.config can only enable it: leave later test modules as they were
+            tf_config.disable_op_determinism()
+
+
+def _train_and_export(tmp_path_factory):
     images, labels = digits_images(16)
     keras.utils.set_random_seed(0)
     model = keras_vit.ViT(
         image_size=16, patch_size=4, hidden_dim=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=10
     )
     steps = 12 * (1400 // 32 + 1)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=2e-3, warmup_steps=steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, steps, warmup_target=2e-3, warmup_steps=steps // 10
+    )
     model.compile(
         keras.optimizers.AdamW(schedule, weight_decay=0.05),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -83,7 +105,10 @@ def test_report_meets_thresholds(trained):
     for key in (("saved_model", "fp32"), ("tflite", "fp32"), ("onnx", "fp32")):
         assert rows(report)[key]["max_abs_diff"] <= 1e-4
     assert rows(report)[("tflite", "fp16")]["max_abs_diff"] <= 1e-2 * 20
-    assert rows(report)[("tflite", "int8")]["top1_agreement"] >= 0.98
+    for q in ("dynamic", "int8"):  # the figures move with the CPU: 99.2-99.7% and 97.7-98.2% here
+        row = rows(report)[("tflite", q)]
+        assert row["top1_agreement"] >= row["min_top1_agreement"] == MIN_TOP1_AGREEMENT[q], row
+    assert MIN_TOP1_AGREEMENT["int8"] < MIN_TOP1_AGREEMENT["dynamic"]  # full int8 is the lossy one
     with open(os.path.join(out, "report.json")) as f:
         assert json.load(f) == json.loads(json.dumps(report))
     with open(os.path.join(out, "labels.txt")) as f:
@@ -101,11 +126,15 @@ def test_tflite_files_run_in_litert_with_builtin_ops_only(trained):
         assert all(ops.values()), ops
         assert not {"SHAPE", "GATHER", "REDUCE_PROD"} & set(ops)  # batch 1: no dynamic-shape ops
         got = tflite_logits(path, held_out)
+        assert np.isfinite(got).all(), q  # argmax takes a NaN for the top logit
         agreement = np.mean(got.argmax(-1) == expected.argmax(-1))
+        print(f"{q}: max |Δ| {np.abs(got - expected).max():.3g}, top-1 agreement {agreement:.2%}")
         if q == "fp32":
             np.testing.assert_allclose(got, expected, atol=1e-4)
+        elif q == "fp16":
+            np.testing.assert_allclose(got, expected, atol=MAX_DIFF[q] * max(1.0, np.abs(expected).max()))
         else:
-            assert agreement >= 0.98, (q, agreement)
+            assert agreement >= MIN_TOP1_AGREEMENT[q], (q, agreement)
         sizes[q] = os.path.getsize(path)
     assert "QUANTIZE" in rows(report)[("tflite", "int8")]["ops"]
     assert sizes["dynamic"] < 0.5 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
@@ -139,7 +168,8 @@ def test_cli_dynamic_batch_tflite(trained, tmp_path, capsys):
     path, model, calibration, *_ = trained
     np.save(tmp_path / "images.npy", calibration[:20])
     out = tmp_path / "cli"
-    argv = [path, "--format", "tflite", "--dynamic-batch", "--calibration", str(tmp_path / "images.npy"), "--out", str(out)]
+    argv = [path, "--format", "tflite", "--dynamic-batch", "--calibration", str(tmp_path / "images.npy"),
+            "--out", str(out)]
     assert main(argv) == 0
     assert "model_fp32_dynamic_batch.tflite" in capsys.readouterr().out
     interpreter = Interpreter(model_path=str(out / "model_fp32_dynamic_batch.tflite"))
@@ -164,7 +194,8 @@ def test_cli_dynamic_batch_tflite(trained, tmp_path, capsys):
         (["{model}", "--format", "tflite", "--quantize", "int8"], "needs calibration images"),
         (["{model}", "--format", "onnx", "--quantize", "fp16"], "applies to TFLite only"),
         (["{model}", "--out", "{tmp}/file.txt/out"], "cannot be written"),
-        (["{model}", "--calibration", "{tmp}/file.txt", "--quantize", "int8"], "neither a folder of images nor a .npy"),
+        (["{model}", "--calibration", "{tmp}/file.txt", "--quantize", "int8"],
+         "neither a folder of images nor a .npy"),
     ],
 )
 def test_cli_bad_input(trained, tmp_path, capsys, argv, message):
@@ -219,3 +250,84 @@ def test_verification_fails_loudly(trained, tmp_path, monkeypatch):
     with pytest.raises(export.VerificationError, match=r"model_fp32.tflite: max \|Δ logits\|"):
         export.export_model(model, str(tmp_path), formats=("tflite",), verify_images=held_out[:8])
     assert json.loads((tmp_path / "report.json").read_text())["files"][0]["failures"]
+
+
+def nan_images(images, value=np.nan, index=3):
+    images = np.array(images, "float32")
+    images[index, 5, 7, 1] = value
+    return images
+
+
+def test_cli_refuses_nan_verify_images(trained, tmp_path):
+    """A NaN pixel once gave max |Δ| = nan, status "ok", exit 0."""
+    path, _, _, held_out, *_ = trained
+    np.save(tmp_path / "nan.npy", nan_images(held_out[:16]))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "export", path, "--out", str(out), "--format", "tflite", "onnx",
+         "--verify", str(tmp_path / "nan.npy")],
+        cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1, result
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: --verify {tmp_path / 'nan.npy'}: 1 of 16 images hold NaN or inf pixels (index 3); "
+        "expected finite pixels in [0, 255]."
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()  # refused before any conversion
+
+
+def test_cli_refuses_inf_calibration_images(trained, tmp_path, capsys):
+    path, _, calibration, *_ = trained
+    np.save(tmp_path / "inf.npy", nan_images(calibration[:20], value=np.inf, index=0))
+    argv = [path, "--format", "tflite", "--quantize", "int8", "--calibration", str(tmp_path / "inf.npy"),
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --calibration {tmp_path / 'inf.npy'}: 1 of 20 images hold NaN or inf")
+    assert "finite pixels in [0, 255]" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argument", ["calibration_images", "verify_images"])
+def test_export_model_refuses_nan_images(trained, tmp_path, argument):
+    _, model, calibration, *_ = trained
+    images = dict(calibration_images=calibration[:20], verify_images=None)
+    images[argument] = nan_images(calibration[:20], index=np.s_[2:9])
+    with pytest.raises(export.ExportError, match=rf"^{argument}: 7 of 20 images hold NaN or inf pixels "
+                       r"\(index 2, 3, 4, 5, 6, \.\.\.\); expected finite pixels in \[0, 255\]\.$"):
+        export.export_model(model, str(tmp_path / "out"), formats=("tflite",), quantize=("int8",), **images)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("quantize", ["fp32", "int8"])
+@pytest.mark.parametrize("bad", ["nan output", "inf output", "nan reference"])
+def test_verify_fails_on_nan_logits(trained, monkeypatch, quantize, bad):
+    """`diff > tolerance` is False for NaN, and np.argmax takes a NaN for the top logit: a NaN
+    once passed both the fp32 max |Δ| check and the int8 top-1 check."""
+    *_, out, _ = trained
+    images = np.zeros((50, 16, 16, 3), "float32")
+    logits = np.tile(np.eye(10, dtype="float32")[3], (50, 1))  # class 3 everywhere
+    broken = logits.copy()
+    broken[0, 3] = np.inf if bad == "inf output" else np.nan  # still "class 3" to np.argmax
+
+    class Runner:
+        def __init__(self, path, threads=2):
+            pass
+
+        def __call__(self, x):
+            return (logits if bad == "nan reference" else broken)[: len(x)]
+
+    monkeypatch.setitem(verify_module.RUNNERS, "onnx", Runner)
+    reference = lambda x: (broken if bad == "nan reference" else logits)[: len(x)]  # noqa: E731
+    row = verify_module.verify("onnx", os.path.join(out, "model.onnx"), quantize, reference, images, runs=1)
+    assert row["top1_agreement"] == 1.0  # the hole: argmax agrees
+    source = "the Keras model" if bad == "nan reference" else "the file"
+    assert f"{source} gives NaN or inf logits for 1 of 50 images" in row["failures"], row["failures"]
+    if quantize == "fp32" and bad != "inf output":
+        assert "max |Δ logits| nan > 0.0001" in row["failures"], row["failures"]
+
+
+def test_report_json_has_no_nan(tmp_path):
+    verify_module.write_report(str(tmp_path / "report.json"), {"files": [{"max_abs_diff": float("nan")}]})
+    assert json.loads((tmp_path / "report.json").read_text()) == {"files": [{"max_abs_diff": None}]}
