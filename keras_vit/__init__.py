@@ -3,7 +3,8 @@
 from keras_vit import layers
 from keras_vit.model import ViT
 from keras_vit.presets import list_presets
+from keras_vit.saving import load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["ViT", "layers", "list_presets"]
+__all__ = ["ViT", "layers", "list_presets", "load_model"]

@@ -11,12 +11,11 @@ from keras_vit import presets
 from keras_vit.layers import ClassToken, PatchEmbedding, PositionEmbedding, ResNetStem, TransformerBlock
 from keras_vit.layers.patch_embedding import grid_size
 from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
+from keras_vit.saving import PRESET_CONFIG, PRESET_WEIGHTS
 
 POOLINGS = ("token", "gap")
 POSITION_EMBEDDINGS = ("learned", "sincos2d", "none")
 FEATURES = ("tokens", "pooled", "hidden_states", "attention", "logits")
-PRESET_CONFIG = "config.json"
-PRESET_WEIGHTS = "model.weights.h5"
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")

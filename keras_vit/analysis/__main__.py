@@ -16,21 +16,6 @@ import sys
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-def load_model(path):
-    import keras
-
-    import keras_vit
-
-    if os.path.isdir(path):
-        return keras_vit.ViT.from_preset(path)
-    if path.endswith(".keras") and os.path.isfile(path):
-        model = keras.saving.load_model(path)
-        if not isinstance(model, keras_vit.ViT):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vit.ViT.")
-        return model
-    raise ValueError(f"MODEL {path!r} is neither a .keras file nor a preset folder (save_to_preset).")
-
-
 def load_images(folder, model, max_images):
     """Up to `max_images` images of `folder` (sorted by name), as the model takes them."""
     import keras
@@ -57,6 +42,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from keras_vit import analysis
+    from keras_vit.saving import load_model
 
     try:
         model = load_model(args.model)

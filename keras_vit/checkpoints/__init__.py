@@ -2,7 +2,7 @@
 
 from keras_vit.checkpoints.download import cache_dir, fetch
 from keras_vit.checkpoints.loading import assign, model_config
-from keras_vit.checkpoints.read import Checkpoint, load_preset_folder, read_checkpoint
+from keras_vit.checkpoints.read import Checkpoint, read_checkpoint
 from keras_vit.checkpoints.sources import SOURCES, Source, list_sources
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "cache_dir",
     "fetch",
     "list_sources",
-    "load_preset_folder",
     "model_config",
     "read_checkpoint",
 ]

@@ -6,7 +6,7 @@ import shutil
 import keras
 
 from keras_vit.checkpoints import sources
-from keras_vit.checkpoints.read import PRESET_WEIGHTS
+from keras_vit.saving import PRESET_WEIGHTS
 
 
 def cache_dir():

@@ -1,6 +1,5 @@
 """Reads any supported checkpoint into Keras weight paths plus the config it implies."""
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -9,7 +8,7 @@ import keras
 
 from keras_vit.checkpoints import original, pytorch
 from keras_vit.layers.resnet import stem_stride
-from keras_vit.model import PRESET_CONFIG, PRESET_WEIGHTS
+from keras_vit.saving import PRESET_CONFIG, PRESET_WEIGHTS, load_model
 HF_WEIGHTS = "model.safetensors"
 
 
@@ -35,7 +34,7 @@ def read_checkpoint(path, num_heads=None):
     path = os.fspath(path)
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, PRESET_WEIGHTS)):
-            return _from_model(load_preset_folder(path), path)
+            return _from_model(load_model(path), path)
         if os.path.exists(os.path.join(path, HF_WEIGHTS)):
             return read_checkpoint(os.path.join(path, HF_WEIGHTS), num_heads)
         raise ValueError(
@@ -63,8 +62,7 @@ def read_checkpoint(path, num_heads=None):
         _check_num_heads(num_heads, tensors, path)
         weights = convert(tensors, num_heads)
     elif path.endswith(".keras"):
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
-        return _from_model(model, path)
+        return _from_model(load_model(path), path)
     elif path.endswith((".bin", ".pth", ".pt", ".ckpt")):
         raise ValueError(
             f"{path}: PyTorch pickle files are not loaded (unpickling can run code). "
@@ -80,23 +78,6 @@ def read_checkpoint(path, num_heads=None):
     if layout != "original" and layout != "big_vision":
         checkpoint.config["num_heads"] = num_heads
     return checkpoint
-
-
-def load_preset_folder(directory):
-    """The model of a preset folder (written by `ViT.save_to_preset`), safely."""
-    try:
-        with open(os.path.join(directory, PRESET_CONFIG)) as f:
-            config = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Could not read {PRESET_CONFIG} of preset folder {directory}: {error}.") from None
-    model = keras.saving.deserialize_keras_object(config, safe_mode=True)
-    try:
-        model.load_weights(os.path.join(directory, PRESET_WEIGHTS))
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"Could not load {PRESET_WEIGHTS} of preset folder {directory}: {error}."
-        ) from None
-    return model
 
 
 def infer_config(weights, origin):
