@@ -6,43 +6,120 @@ Configs live in `training/configs/`; flags and `--set` override them.
 """
 
 import argparse
+import json
 import os
+import re
 import sys
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from training import config as configs
 
-from training import config as configs  # noqa: E402
-
-# Flag -> config key; each flag overrides its key.
+# Flag -> what its config key does; `--batch-size 64` is `--set batch_size=64`.
 FLAGS = {
-    "preset": str, "weights": str, "image_size": int, "data": str, "data_dir": str,
-    "batch_size": int, "epochs": int, "steps_per_epoch": int, "recipe": str,
-    "learning_rate": float, "precision": str, "strategy": str, "output": str, "seed": int,
+    "preset": "the architecture, a keras_vit preset name (keras_vit.list_presets())",
+    "weights": "weights to start from: a named source of the preset (e.g. imagenet21k), "
+    "a checkpoint file (.npz, .safetensors, .keras) or a preset folder",
+    "image_size": "input side in pixels; --set image_size=[height,width] for a rectangle",
+    "data": "digits, a TensorFlow Datasets name (cifar10, cifar100, oxford_iiit_pet, oxford_flowers102, "
+    "imagenet2012) or a folder with one sub-folder of images per class",
+    "data_dir": "the folder TensorFlow Datasets reads from, a local copy",
+    "batch_size": "global batch size, over all replicas",
+    "epochs": "training epochs",
+    "steps_per_epoch": "training steps per epoch; null: training images // batch size",
+    "recipe": f"optimizer and schedule: {', '.join(configs.RECIPES)}",
+    "learning_rate": "peak learning rate, reached after warmup_steps",
+    "precision": f"one of {', '.join(configs.PRECISIONS)} "
+    "(auto: mixed_bfloat16 on TPU, mixed_float16 on GPU, float32 on CPU)",
+    "strategy": f"one of {', '.join(configs.STRATEGIES)} (auto: from the machine and TF_CONFIG)",
+    "output": "folder for model.keras, preset/, results.json, logs/ and backup/ (a rerun resumes from it)",
+    "seed": "random seed of the data split and order, the initial weights and the augmentation",
 }
 
 
+def argument_parser():
+    defaults = configs.load_config(configs.DEFAULT)
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__.split("\n\n")[1],
+        epilog=f"Defaults shown are those of config {configs.DEFAULT}; another --config brings its own.",
+    )
+    parser.add_argument(
+        "--config", default=configs.DEFAULT,
+        help=f"one of {', '.join(configs.list_configs())} or a .json path (default: {configs.DEFAULT})",
+    )
+    for key, text in FLAGS.items():
+        default = defaults[key] if isinstance(defaults[key], str) else json.dumps(defaults[key])
+        parser.add_argument("--" + key.replace("_", "-"), dest=key, help=f"{text} (default: {default})")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override any config key, e.g. --set augment.mixup=0.8 (a value is read as JSON if it can be)",
+    )
+    return parser
+
+
 def parse(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=configs.DEFAULT, help=f"one of {', '.join(configs.list_configs())} or a .json path")
-    for key, kind in FLAGS.items():
-        parser.add_argument("--" + key.replace("_", "-"), type=kind, dest=key)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
-    args = parser.parse_args(argv)
+    args = argument_parser().parse_args(argv)
     overrides = [f"{key}={getattr(args, key)}" for key in FLAGS if getattr(args, key) is not None]
     return configs.load_config(args.config, overrides + args.set)
+
+
+def import_tensorflow():
+    """Imports TensorFlow and finds its devices, with TF_CPP_MIN_LOG_LEVEL
+    (default 2: errors only) applied to what it writes meanwhile: TF 2.21
+    writes its import lines (oneDNN, CUDA drivers) before that level takes
+    effect."""
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            log.seek(0)
+            lines = log.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.writelines(shown(lines, int(level) if level.isdigit() else 0))
+            sys.stderr.flush()
+
+
+def shown(lines, level):
+    """The lines of TensorFlow's start-up that log level `level` shows: all
+    but absl's lines (I/W/E/F, then the date) below it. Where no CUDA driver
+    is installed, the error "failed call to cuInit" only means "no GPU", as
+    the info line before it says: it counts as info."""
+    no_driver = any("Could not find cuda drivers" in line for line in lines)
+    for line in lines:
+        if line.startswith("WARNING: All log messages before absl::InitializeLog()"):
+            severity = 1
+        elif no_driver and "failed call to cuInit" in line:
+            severity = 0
+        else:
+            severity = "IWEF".index(line[0]) if re.match(r"[IWEF]\d{4} ", line) else 3
+        if severity >= level:
+            yield line
 
 
 def main(argv=None):
     try:
         config = parse(argv)
-        from training import callbacks, train
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if config["verbose"] == "auto":  # a progress bar on a terminal, else one line per epoch
+        config["verbose"] = 1 if sys.stdout.isatty() else 2
+    import_tensorflow()
+    from training import callbacks, train
 
+    try:
         prepared = train.prepare(config)
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:
         train.fit(prepared)
-    except callbacks.NaNLossError as e:
+    except callbacks.RunError as e:
         sys.exit(f"error: {e}")
 
 

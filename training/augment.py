@@ -9,23 +9,14 @@ before batching (`inception_crop`), batch ops after
 import keras
 import tensorflow as tf
 
-DEFAULTS = dict(
-    inception_crop=False,  # random resized crop (Inception style)
-    crop_scale=[0.08, 1.0],  # its area range
-    translate=0.0,  # random shift, a fraction of the side
-    flip=False,  # random horizontal flip
-    randaugment=0,  # RandAugment ops per image (0: off)
-    randaugment_magnitude=0.5,
-    mixup=0.0,  # MixUp alpha (0: off)
-    cutmix=0.0,  # CutMix alpha (0: off); with both, each batch picks one
-    erasing=0.0,  # probability of random erasing per image
-)
+from training import config as configs
+
+DEFAULTS = configs.AUGMENT  # the options, with what each one does
 
 
 def options(augment):
-    unknown = sorted(set(augment) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown augment option(s) {', '.join(unknown)}; expected some of {', '.join(DEFAULTS)}.")
+    """`augment` (checked against the config schema) over the defaults."""
+    configs.check_group(augment, "augment")
     return {**DEFAULTS, **augment}
 
 
@@ -48,17 +39,19 @@ class BatchAugment:
         self.layers = []
         if opts["translate"]:
             shift = opts["translate"]
-            self.layers.append(
-                keras.layers.RandomTranslation(shift, shift, fill_mode="constant", interpolation="nearest", seed=seed)
-            )
+            self.layers.append(keras.layers.RandomTranslation(
+                shift, shift, fill_mode="constant", interpolation="nearest", seed=seed
+            ))
         if opts["flip"]:
             self.layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
         if opts["randaugment"]:
-            self.layers.append(
-                keras.layers.RandAugment((0, 255), num_ops=opts["randaugment"], factor=opts["randaugment_magnitude"], seed=seed)
-            )
+            self.layers.append(keras.layers.RandAugment(
+                (0, 255), num_ops=opts["randaugment"], factor=opts["randaugment_magnitude"], seed=seed
+            ))
         self.erasing = opts["erasing"]
-        self.eraser = keras.layers.RandomErasing(factor=1.0, value_range=(0, 255), seed=seed) if self.erasing else None
+        self.eraser = None
+        if self.erasing:
+            self.eraser = keras.layers.RandomErasing(factor=1.0, value_range=(0, 255), seed=seed)
         self.mixers = [keras.layers.MixUp(alpha=opts["mixup"], seed=seed)] if opts["mixup"] else []
         if opts["cutmix"]:
             self.mixers.append(keras.layers.CutMix(factor=opts["cutmix"], seed=seed))

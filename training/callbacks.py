@@ -1,5 +1,6 @@
 """Callbacks of a run: resume, best checkpoint, NaN stop, throughput."""
 
+import json
 import math
 import os
 import time
@@ -7,8 +8,50 @@ import time
 import keras
 
 
-class NaNLossError(RuntimeError):
+class RunError(RuntimeError):
+    """Stops a run with a one-line message for the user."""
+
+
+class NaNLossError(RunError):
     pass
+
+
+class BackupError(RunError):
+    pass
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore (`latest.weights.h5`, `training_metadata.json`)
+    with each file written beside its place, then moved there (os.replace is
+    atomic): a crash mid-write leaves the previous backup whole. A backup
+    that cannot be read stops the run with a message that names it."""
+
+    def _load_model(self):
+        path = self._weights_path
+        try:
+            if os.path.exists(path):
+                if self.model.optimizer is not None and not self.model.optimizer.built:
+                    self.model.optimizer.build(self.model.trainable_variables)
+                self.model.load_weights(path)
+            path = self._training_metadata_path
+            if os.path.exists(path):
+                with open(path) as f:
+                    self.model._initial_epoch = int(json.load(f)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as e:  # h5py, JSON, another model's weights
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise BackupError(
+                f"Cannot resume from {path} ({reason}). "
+                f"Delete {self.backup_dir} to restart the run from epoch 1."
+            ) from None
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        partial = os.path.join(self.backup_dir, "partial.weights.h5")  # save_weights wants .weights.h5
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, self._weights_path)
+        with open(self._training_metadata_path + ".partial", "w") as f:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
+        os.replace(self._training_metadata_path + ".partial", self._training_metadata_path)
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -17,15 +60,17 @@ class StopOnNaN(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
             raise NaNLossError(
-                f"The training loss became {float(loss)} at step {int(self.model.optimizer.iterations.numpy())}. "
+                f"The training loss became {float(loss)} at step {step}. "
                 f"Lower learning_rate, check the data, or use precision=float32."
             )
 
 
 class Progress(keras.callbacks.Callback):
-    """Says when a run resumes from a backup; measures training images/s
-    (without the first epoch, which compiles)."""
+    """Says when a run resumes from a backup and that the first step
+    compiles; measures training images/s (without the first epoch, which
+    compiles)."""
 
     def __init__(self, global_batch_size, steps_per_epoch):
         super().__init__()
@@ -38,6 +83,7 @@ class Progress(keras.callbacks.Callback):
         self.initial_epoch = getattr(self.model, "_initial_epoch", None) or 0
         if self.initial_epoch:
             print(f"Resuming from epoch {self.initial_epoch + 1} (backup restored)", flush=True)
+        print(f"Compiling the first step{' (XLA)' if self.model.jit_compile else ''} ...", flush=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
@@ -56,7 +102,7 @@ def standard(output, global_batch_size, steps_per_epoch, monitor="val_accuracy")
     TensorBoard logs (`output/logs`)."""
     progress = Progress(global_batch_size, steps_per_epoch)
     return progress, [
-        keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
+        Backup(os.path.join(output, "backup")),
         progress,
         StopOnNaN(),
         keras.callbacks.ModelCheckpoint(

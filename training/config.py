@@ -5,6 +5,10 @@ holds extra `keras_vit.ViT` arguments and `augment` the augmentation options.
 `--set key=value` overrides any key; dotted keys reach into `model` and
 `augment` (`--set augment.mixup=0.8`); values are parsed as JSON when they
 can be (`1e-3`, `true`, `[0.08, 1]`), else kept as strings.
+
+`SCHEMA` says what each key takes; `validate` checks a whole config against
+it without TensorFlow, so that a mistake is named before anything starts.
+`model.*` is checked by `keras_vit.ViT` itself.
 """
 
 import json
@@ -13,6 +17,109 @@ import os
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DEFAULT = "digits"
 
+# The values of tf.image.ResizeMethod, recipes.RECIPES, strategy.STRATEGIES and
+# strategy.PRECISIONS, written out here because those modules import TensorFlow
+# (tests/test_cli_errors.py checks that they agree).
+RESIZE_METHODS = (
+    "bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic",
+)
+RECIPES = ("finetune", "pretrain", "deit")
+STRATEGIES = ("auto", "tpu", "multi_worker", "mirrored", "default")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+# Augmentation options and their defaults (training/augment.py applies them).
+AUGMENT = dict(
+    inception_crop=False,  # random resized crop (Inception style)
+    crop_scale=[0.08, 1.0],  # its area range
+    translate=0.0,  # random shift, a fraction of the side
+    flip=False,  # random horizontal flip
+    randaugment=0,  # RandAugment ops per image (0: off)
+    randaugment_magnitude=0.5,
+    mixup=0.0,  # MixUp alpha (0: off)
+    cutmix=0.0,  # CutMix alpha (0: off); with both, each batch picks one
+    erasing=0.0,  # probability of random erasing per image
+)
+EXPORT_KEYS = ("formats", "quantize", "calibration_images")
+
+
+def _int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _list_of(test, length=None):
+    def check(v):
+        return isinstance(v, (list, tuple)) and (length is None or len(v) == length) and all(map(test, v))
+
+    return check
+
+
+def _one_of(*choices):
+    return f"one of {', '.join(map(repr, choices))}", lambda v: not isinstance(v, bool) and v in choices
+
+
+def _or_null(expected, test):
+    return f"null or {expected}", lambda v: v is None or test(v)
+
+
+BOOL = "true or false", lambda v: isinstance(v, bool)
+TEXT = "a string", lambda v: isinstance(v, str) and v != ""
+POSITIVE_INT = "a positive int", lambda v: _int(v) and v >= 1
+COUNT = "an int >= 0", lambda v: _int(v) and v >= 0
+FRACTION = "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1
+ALPHA = "a number >= 0", lambda v: _number(v) and v >= 0
+
+# Key (dotted inside a group) -> (what it must be, test).
+SCHEMA = {
+    "preset": TEXT,
+    "model": ("a dict of keras_vit.ViT arguments", lambda v: isinstance(v, dict)),
+    "weights": _or_null(*TEXT),
+    "data": TEXT,
+    "data_dir": _or_null(*TEXT),
+    "image_size": (
+        "an int or (height, width)",
+        lambda v: POSITIVE_INT[1](v) or _list_of(POSITIVE_INT[1], 2)(v),
+    ),
+    "resize": _one_of(*RESIZE_METHODS),
+    "cache": BOOL,
+    "batch_size": POSITIVE_INT,
+    "epochs": POSITIVE_INT,
+    "steps_per_epoch": _or_null(*POSITIVE_INT),
+    "recipe": _one_of(*RECIPES),
+    "learning_rate": ("a positive number", lambda v: _number(v) and v > 0),
+    "warmup_steps": COUNT,
+    "weight_decay": _or_null(*ALPHA),
+    "label_smoothing": ("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
+    "augment": ("a dict of augment options", lambda v: isinstance(v, dict)),
+    "augment.inception_crop": BOOL,
+    "augment.crop_scale": (
+        "[min, max] with 0 < min <= max <= 1",
+        lambda v: _list_of(_number, 2)(v) and 0 < v[0] <= v[1] <= 1,
+    ),
+    "augment.translate": FRACTION,
+    "augment.flip": BOOL,
+    "augment.randaugment": COUNT,
+    "augment.randaugment_magnitude": FRACTION,
+    "augment.mixup": ALPHA,
+    "augment.cutmix": ALPHA,
+    "augment.erasing": FRACTION,
+    "precision": _one_of(*PRECISIONS),
+    "strategy": _one_of(*STRATEGIES),
+    "jit_compile": ("true, false or 'auto'", lambda v: isinstance(v, bool) or v == "auto"),
+    "steps_per_execution": POSITIVE_INT,
+    "fewshot": ("a list of positive ints", _list_of(POSITIVE_INT[1])),
+    "output": TEXT,
+    "seed": COUNT,
+    "verbose": _one_of("auto", 0, 1, 2),
+    "export": (f"null or a dict of {', '.join(EXPORT_KEYS)}", lambda v: v is None or isinstance(v, dict)),
+    "export.formats": ("a list of format names", _list_of(TEXT[1])),
+    "export.quantize": ("a list of quantization names", _list_of(TEXT[1])),
+    "export.calibration_images": POSITIVE_INT,
+}
+
 
 def list_configs():
     return sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json"))
@@ -20,8 +127,10 @@ def list_configs():
 
 def load_config(name_or_path=DEFAULT, overrides=()):
     """The config named `name_or_path` (or a JSON file), with `overrides`
-    (`"key=value"` strings) applied in order."""
-    path = name_or_path if name_or_path.endswith(".json") else os.path.join(CONFIG_DIR, name_or_path + ".json")
+    (`"key=value"` strings) applied in order, validated."""
+    path = name_or_path
+    if not path.endswith(".json"):
+        path = os.path.join(CONFIG_DIR, path + ".json")
     if not os.path.isfile(path):
         raise ValueError(
             f"Unknown config {name_or_path!r}: no file {path}; expected one of {', '.join(list_configs())} "
@@ -31,6 +140,7 @@ def load_config(name_or_path=DEFAULT, overrides=()):
         config = json.load(f)
     for item in overrides:
         set_value(config, item)
+    validate(config)
     return config
 
 
@@ -49,6 +159,29 @@ def set_value(config, item):
         target = target.setdefault(parent, {})
         if not isinstance(target, dict):
             raise ValueError(f"Override {item!r}: {parent!r} is not a group of options.")
-    if not parents and leaf not in config:
-        raise ValueError(f"Unknown config key {leaf!r}; expected one of {', '.join(sorted(config))}.")
     target[leaf] = value
+
+
+def validate(config):
+    """Raises a ValueError that names the first key of `config` (a whole
+    config) that is unknown, missing or not what SCHEMA says."""
+    check_group(config, required=[k for k in SCHEMA if "." not in k])
+    check_group(config["augment"], "augment")
+    if config["export"] is not None:
+        check_group(config["export"], "export", required=EXPORT_KEYS)
+
+
+def check_group(options, group="", required=()):
+    """Checks the keys of `options`, the config (`group=""`) or one of its
+    groups (`"augment"`, `"export"`), against SCHEMA."""
+    prefix, kind = (group + ".", f"{group} option") if group else ("", "config key")
+    known = [k[len(prefix):] for k in SCHEMA if k.startswith(prefix) and "." not in k[len(prefix):]]
+    for key, value in options.items():
+        if key not in known:
+            raise ValueError(f"Unknown {kind} {prefix + key!r}; expected one of {', '.join(known)}.")
+        expected, test = SCHEMA[prefix + key]
+        if not test(value):
+            raise ValueError(f"{prefix + key} must be {expected}, got {value!r}.")
+    missing = [prefix + key for key in required if key not in options]
+    if missing:
+        raise ValueError(f"Missing {kind}(s) {', '.join(missing)}; a config sets every one.")

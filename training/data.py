@@ -67,25 +67,37 @@ def tfds_splits(name, data_dir=None):
 
 
 def folder(path, seed=0):
-    """`path/<class>/<image>`: classes in sorted order; each image is decoded
-    once here so that a broken file is named before training. 80/10/10 % split."""
+    """`path/<class>/<image>`: two or more classes in sorted order, none
+    empty; each image is decoded once here so that a broken file is named
+    before training. 80/10/10 % split."""
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        for f in sorted(os.listdir(os.path.join(path, name))):
-            if f.lower().endswith(IMAGE_EXTENSIONS):
-                files.append(os.path.join(path, name, f))
-                labels.append(label)
-    if not files:
+    if not classes:
         raise ValueError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders of {path!r}; "
             f"expected {path}/<class name>/<image>."
         )
+    if len(classes) == 1:
+        raise ValueError(
+            f"{path!r} has one class folder ({classes[0]!r}); a classifier needs two or more: "
+            f"{path}/<class name>/<image>."
+        )
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        class_dir = os.path.join(path, name)
+        images = [f for f in sorted(os.listdir(class_dir)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not images:
+            raise ValueError(
+                f"Class folder {class_dir!r} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                f"add some or remove the folder."
+            )
+        files += [os.path.join(class_dir, f) for f in images]
+        labels += [label] * len(images)
     for f in files:
         try:
             tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False)
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-            raise ValueError(f"Cannot read image {f!r}: {e.message.splitlines()[0]}. Remove or replace it.") from None
+            reason = e.message.splitlines()[0]
+            raise ValueError(f"Cannot read image {f!r}: {reason}. Remove or replace it.") from None
     order = np.random.default_rng(seed).permutation(len(files))
     files, labels = np.array(files)[order], np.array(labels, "int32")[order]
     n_val = n_test = max(1, len(files) // 10)
@@ -94,7 +106,9 @@ def folder(path, seed=0):
     def decode(f, y):
         return tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False), y
 
-    make = lambda a, b: tf.data.Dataset.from_tensor_slices((files[a:b], labels[a:b])).map(decode)  # noqa: E731
+    def make(a, b):
+        return tf.data.Dataset.from_tensor_slices((files[a:b], labels[a:b])).map(decode)
+
     return Splits(*(make(a, b) for a, b in cuts), len(classes))
 
 
@@ -128,7 +142,9 @@ def pipeline(
     ds = ds.batch(batch_size, drop_remainder=training or drop_remainder)
     batch_ops = augment.BatchAugment(opts, seed=seed) if training else None
     if batch_ops:
-        ds = ds.map(batch_ops, num_parallel_calls=tf.data.AUTOTUNE)
+        # One call at a time: the random layers draw from a seed state, and
+        # parallel calls would take their draws in a varying order.
+        ds = ds.map(batch_ops)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

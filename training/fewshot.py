@@ -5,15 +5,28 @@ map to {-1, 1} targets is solved in closed form with L2 regularisation
 (ridge, the bias unregularised), from `k` training images per class; the
 accuracy is measured on the test split.
 
-    python -m training.fewshot --model runs/digits/model.keras --data digits
+    python -m training.fewshot --model runs/digits/model.keras
+
+The run's `results.json` beside the model gives the defaults of `--data`,
+`--data-dir` and `--resize`: the data, and the resize (to the model's image
+size), that the run's own few-shot evaluation used.
 """
 
 import argparse
+import json
+import os
+import sys
 
-import keras
-import numpy as np
+if __name__ == "__main__":  # python -m training.fewshot: before TensorFlow loads
+    from training.__main__ import import_tensorflow
 
-from training import data
+    import_tensorflow()
+
+import numpy as np  # noqa: E402
+
+import keras_vit  # noqa: E402
+
+from training import config as configs, data  # noqa: E402
 
 SHOTS = (1, 5, 10, 25)
 
@@ -59,18 +72,47 @@ def evaluate(model, splits, image_size, resize, shots=SHOTS, l2_reg=1.0, seed=0)
     return results
 
 
+# Flag -> its default where no results.json lies beside the model.
+RUN_DEFAULTS = {"data": "digits", "data_dir": None, "resize": "bilinear"}
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Few-shot linear evaluation of a trained ViT.")
-    parser.add_argument("--model", required=True, help="a .keras file saved by python -m training")
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--shots", type=int, nargs="+", default=list(SHOTS))
-    parser.add_argument("--l2-reg", type=float, default=1.0)
-    parser.add_argument("--resize", default="bilinear")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.fewshot", description="Few-shot linear evaluation of a trained ViT."
+    )
+    parser.add_argument(
+        "--model", required=True, help="a .keras file or a preset folder, e.g. runs/digits/model.keras"
+    )
+    parser.add_argument("--data", help="data set, as in python -m training (default: the run's, else digits)")
+    parser.add_argument("--data-dir", help="the folder TensorFlow Datasets reads from (default: the run's)")
+    parser.add_argument(
+        "--shots", type=int, nargs="+", default=list(SHOTS),
+        help=f"training images per class (default: {' '.join(map(str, SHOTS))})",
+    )
+    parser.add_argument("--l2-reg", type=float, default=1.0, help="the ridge regularisation (default: 1.0)")
+    parser.add_argument(
+        "--resize", choices=configs.RESIZE_METHODS, metavar="METHOD",
+        help=f"tf.image.resize method to the model's image size: {', '.join(configs.RESIZE_METHODS)} "
+        "(default: the run's, else bilinear)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the shots (default: 0)")
     args = parser.parse_args(argv)
-    model = keras.models.load_model(args.model)
-    splits = data.load_splits(args.data, args.data_dir, args.seed)
+    run_results = os.path.join(os.path.dirname(args.model), "results.json")
+    try:
+        run = {}
+        if os.path.isfile(run_results):
+            with open(run_results) as f:
+                run = json.load(f).get("config", {})
+        for key, default in RUN_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, run.get(key, default))
+        model = keras_vit.load_model(args.model)
+        splits = data.load_splits(args.data, args.data_dir, args.seed)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    height, width = model.image_size
+    print(f"data {args.data}, {height}x{width} images, resize {args.resize}"
+          + (f" (defaults from {run_results})" if run else ""), flush=True)
     results = evaluate(model, splits, model.image_size, args.resize, args.shots, args.l2_reg, args.seed)
     for k, acc in results.items():
         print(f"{k:>3}-shot accuracy: {acc:.4f}")

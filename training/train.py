@@ -7,31 +7,25 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import export
 import keras_vit
+from export.files import check_writable
 from keras_vit.layers.patch_embedding import grid_size
 from keras_vit.model import _pair
 from keras_vit.presets import preset_config
-from training import augment, callbacks, data, fewshot, recipes, strategy as strategies
+from training import callbacks, config as configs, data, fewshot, recipes, strategy as strategies
 
 
 def check(config):
-    """Raises a ValueError for a config that cannot run, before any work."""
+    """Raises a ValueError for a config that cannot run, before any work
+    (TensorFlow builds nothing here). Creates the output folder, and proves
+    that it takes files."""
+    configs.validate(config)
     preset = preset_config(config["preset"])  # names the known presets
     patch = config["model"].get("patch_size", preset["patch_size"])
-    image_size = _pair(config["image_size"])
-    grid_size(image_size, patch)
-    augment.options(config["augment"])
-    if config["recipe"] not in recipes.RECIPES:
-        raise ValueError(f"Unknown recipe {config['recipe']!r}; expected one of {', '.join(recipes.RECIPES)}.")
-    for key in ("batch_size", "epochs"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ValueError(f"{key} must be a positive int, got {config[key]!r}.")
-    if config["precision"] not in strategies.PRECISIONS:  # no device query: TF must not start before the strategy
-        raise ValueError(f"Unknown precision {config['precision']!r}; expected one of {', '.join(strategies.PRECISIONS)}.")
-    if config["strategy"] not in strategies.STRATEGIES:
-        raise ValueError(f"Unknown strategy {config['strategy']!r}; expected one of {', '.join(strategies.STRATEGIES)}.")
+    grid_size(_pair(config["image_size"]), patch)
     if os.environ.get("TF_CONFIG"):
         strategies.parse_tf_config(os.environ["TF_CONFIG"])
     if config["export"]:
@@ -42,6 +36,12 @@ def check(config):
                 f"Unknown export format or quantization {', '.join(map(repr, unknown))}; expected formats "
                 f"from {', '.join(export.FORMATS)} and quantizations from {', '.join(export.QUANTIZATIONS)}."
             )
+    try:
+        check_writable(config["output"])
+    except OSError as e:
+        raise ValueError(
+            f"output must be a folder that can be written, got {config['output']!r} ({e.strerror or e})."
+        ) from None
 
 
 def run(config):
@@ -63,6 +63,7 @@ def prepare(config):
     strategies.check_batch_size(batch, replicas)
     policy = strategies.precision_policy(config["precision"], kind)
     keras.utils.set_random_seed(config["seed"])
+    tf.config.experimental.enable_op_determinism()  # the same seed gives the same model
     splits = data.load_splits(config["data"], config.get("data_dir"), config["seed"])
     image_size = _pair(config["image_size"])
     n_train = data.count(splits.train)
@@ -112,7 +113,7 @@ def fit(run):
     fit_start = time.perf_counter()
     history = model.fit(
         run["train"], validation_data=run["validation"], epochs=config["epochs"], steps_per_epoch=steps_per_epoch,
-        callbacks=cbs, verbose=config["verbose"],
+        callbacks=cbs, verbose=config["verbose"], shuffle=False,  # the stream is shuffled in tf.data
     )
     train_seconds = time.perf_counter() - fit_start
     test = model.evaluate(run["test"], return_dict=True, verbose=0)
