@@ -108,6 +108,7 @@ SCHEMA = {
     "augment.erasing": FRACTION,
     "precision": _one_of(*PRECISIONS),
     "strategy": _one_of(*STRATEGIES),
+    "deterministic": BOOL,
     "jit_compile": ("true, false or 'auto'", lambda v: isinstance(v, bool) or v == "auto"),
     "steps_per_execution": POSITIVE_INT,
     "fewshot": ("a list of positive ints", _list_of(POSITIVE_INT[1])),

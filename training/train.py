@@ -26,6 +26,11 @@ def check(config):
     preset = preset_config(config["preset"])  # names the known presets
     patch = config["model"].get("patch_size", preset["patch_size"])
     grid_size(_pair(config["image_size"]), patch)
+    if config["deterministic"] and config["jit_compile"] is True:
+        raise ValueError(
+            "deterministic=true turns TensorFlow's op determinism on, under which Keras runs without XLA; "
+            "set jit_compile=false (or 'auto'), or deterministic=false."
+        )
     if os.environ.get("TF_CONFIG"):
         strategies.parse_tf_config(os.environ["TF_CONFIG"])
     if config["export"]:
@@ -63,7 +68,8 @@ def prepare(config):
     strategies.check_batch_size(batch, replicas)
     policy = strategies.precision_policy(config["precision"], kind)
     keras.utils.set_random_seed(config["seed"])
-    tf.config.experimental.enable_op_determinism()  # the same seed gives the same model
+    if config["deterministic"]:  # the same seed gives the same model, on the same machine
+        tf.config.experimental.enable_op_determinism()
     splits = data.load_splits(config["data"], config.get("data_dir"), config["seed"])
     image_size = _pair(config["image_size"])
     n_train = data.count(splits.train)
