@@ -7,16 +7,20 @@ each file right by running it in its own runtime.
 
 import os
 
-import numpy as np
+from export.startup import import_tensorflow
 
-import keras_vit
-from export.data import check_pixels
-from export.errors import ExportError, VerificationError
-from export.files import check_writable, write_bytes
-from export.onnx_model import convert_onnx
-from export.saved_model import write_saved_model
-from export.tflite import QUANTIZATIONS, convert_tflite
-from export.verify import format_table, keras_runner, verify, write_report
+import_tensorflow()  # before keras_vit imports it: TF's start-up lines at TF_CPP_MIN_LOG_LEVEL
+
+import numpy as np  # noqa: E402
+
+import keras_vit  # noqa: E402
+from export.data import check_pixels  # noqa: E402
+from export.errors import ExportError, VerificationError  # noqa: E402
+from export.files import check_writable, write_bytes  # noqa: E402
+from export.onnx_model import convert_onnx  # noqa: E402
+from export.saved_model import write_saved_model  # noqa: E402
+from export.tflite import QUANTIZATIONS, convert_tflite  # noqa: E402
+from export.verify import format_table, keras_runner, verify, write_report  # noqa: E402
 
 FORMATS = ("saved_model", "tflite", "onnx")
 REPORT = "report.json"

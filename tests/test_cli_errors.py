@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
+from export import startup
 from training import __main__ as cli, augment, callbacks, config as configs, data, fewshot, recipes, strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,11 +134,11 @@ def test_start_up_lines_follow_the_log_level():
         "E0000 00:00:17.4 4024 some.cc:1] a real error\n",
         "a line of Python's\n",
     ]
-    assert list(cli.shown(lines, 0)) == lines
-    assert list(cli.shown(lines, 2)) == lines[4:]
-    assert list(cli.shown(lines, 3)) == lines[5:]
+    assert list(startup.shown(lines, 0)) == lines
+    assert list(startup.shown(lines, 2)) == lines[4:]
+    assert list(startup.shown(lines, 3)) == lines[5:]
     with_driver = lines[:2] + lines[3:]  # then a failed cuInit is an error
-    assert list(cli.shown(with_driver, 2)) == with_driver[2:]
+    assert list(startup.shown(with_driver, 2)) == with_driver[2:]
 
 
 def test_help_describes_every_flag_with_its_default():

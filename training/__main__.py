@@ -8,9 +8,7 @@ Configs live in `training/configs/`; flags and `--set` override them.
 import argparse
 import json
 import os
-import re
 import sys
-import tempfile
 
 from training import config as configs
 
@@ -62,47 +60,6 @@ def parse(argv=None):
     return configs.load_config(args.config, overrides + args.set)
 
 
-def import_tensorflow():
-    """Imports TensorFlow and finds its devices, with TF_CPP_MIN_LOG_LEVEL
-    (default 2: errors only) applied to what it writes meanwhile: TF 2.21
-    writes its import lines (oneDNN, CUDA drivers) before that level takes
-    effect."""
-    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    stderr = os.dup(2)
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-        finally:
-            sys.stderr.flush()
-            os.dup2(stderr, 2)
-            os.close(stderr)
-            log.seek(0)
-            lines = log.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.writelines(shown(lines, int(level) if level.isdigit() else 0))
-            sys.stderr.flush()
-
-
-def shown(lines, level):
-    """The lines of TensorFlow's start-up that log level `level` shows: all
-    but absl's lines (I/W/E/F, then the date) below it. Where no CUDA driver
-    is installed, the error "failed call to cuInit" only means "no GPU", as
-    the info line before it says: it counts as info."""
-    no_driver = any("Could not find cuda drivers" in line for line in lines)
-    for line in lines:
-        if line.startswith("WARNING: All log messages before absl::InitializeLog()"):
-            severity = 1
-        elif no_driver and "failed call to cuInit" in line:
-            severity = 0
-        else:
-            severity = "IWEF".index(line[0]) if re.match(r"[IWEF]\d{4} ", line) else 3
-        if severity >= level:
-            yield line
-
-
 def main(argv=None):
     try:
         config = parse(argv)
@@ -110,6 +67,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if config["verbose"] == "auto":  # a progress bar on a terminal, else one line per epoch
         config["verbose"] = 1 if sys.stdout.isatty() else 2
+    from export.startup import import_tensorflow
+
     import_tensorflow()
     from training import callbacks, train
 

@@ -18,7 +18,7 @@ import os
 import sys
 
 if __name__ == "__main__":  # python -m training.fewshot: before TensorFlow loads
-    from training.__main__ import import_tensorflow
+    from export.startup import import_tensorflow
 
     import_tensorflow()
 
