@@ -37,7 +37,9 @@ def load_model(path):
     except ValueError as error:
         raise ExportError(str(error)) from None
     if not model.include_top:
-        raise ExportError(f"{path} holds a keras_vit.ViT without its head (include_top=False); export needs the head.")
+        raise ExportError(
+            f"{path} holds a keras_vit.ViT without its head (include_top=False); export needs the head."
+        )
     return model
 
 

@@ -140,7 +140,8 @@ def test_overrides_that_match_the_checkpoint_are_taken(tmp_path, layout):
         path = writer(params, str(tmp_path / ("c.npz" if layout == "original" else "c.safetensors")))
     model = keras_vit.ViT.from_preset("vit_ti16", weights=path, **ARCH)
     images = random_images(size=(32, 32))
-    np.testing.assert_allclose(model(images), reference(params, images, gelu_approximate=layout != "timm")["logits"], **TOL)
+    expected = reference(params, images, gelu_approximate=layout != "timm")["logits"]
+    np.testing.assert_allclose(model(images), expected, **TOL)
 
 
 def test_strict_errors_name_the_keys(tmp_path):

@@ -68,7 +68,8 @@ def main_job(tmp_path_factory):
         capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr and "\x1b[" not in done.stdout  # stdout is a pipe: one line per epoch
+    # stdout is a pipe: one line per epoch, no progress bar
+    assert "Traceback" not in done.stderr and "\x1b[" not in done.stdout
     with open(run / "results.json") as f:
         return run, json.load(f)
 
@@ -92,7 +93,8 @@ def test_main_job_reaches_98_percent(main_job):
 def test_every_file_loads_in_a_fresh_process(main_job):
     run, _ = main_job
     done = subprocess.run(
-        [sys.executable, "-c", CHECK_FILES, str(run)], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", CHECK_FILES, str(run)],
+        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0 and "all files load" in done.stdout, done.stderr[-3000:]
 
@@ -100,7 +102,8 @@ def test_every_file_loads_in_a_fresh_process(main_job):
 def test_readme_commands_take_the_preset_folder(main_job, tmp_path):
     run, results = main_job
     exported = subprocess.run(
-        [sys.executable, "-m", "export", str(run / "preset"), "--out", str(tmp_path / "dist"), "--format", "tflite"],
+        [sys.executable, "-m", "export", str(run / "preset"), "--out", str(tmp_path / "dist"),
+         "--format", "tflite"],
         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert exported.returncode == 0, exported.stderr[-3000:]

@@ -229,9 +229,9 @@ def test_same_seed_same_model(tmp_path):
     """The main job's recipe (augmentation, drop-path, XLA), shortened: two runs
     of one seed give identical weights; another seed does not."""
     def weights(name, seed):
-        config = parse(["--steps-per-epoch", "6", "--epochs", "2", "--seed", str(seed), "--output",
-                        str(tmp_path / name), "--set", "fewshot=[]", "--set", "export=null", "--set", "verbose=0",
-                        "--set", "warmup_steps=2"])
+        config = parse(["--steps-per-epoch", "6", "--epochs", "2", "--seed", str(seed),
+                        "--output", str(tmp_path / name), "--set", "fewshot=[]", "--set", "export=null",
+                        "--set", "verbose=0", "--set", "warmup_steps=2"])
         return train.run(config), keras.models.load_model(tmp_path / name / "model.keras").get_weights()
 
     (first, a), (second, b), (_, c) = weights("a", 0), weights("b", 0), weights("c", 1)

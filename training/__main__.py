@@ -7,7 +7,6 @@ Configs live in `training/configs/`; flags and `--set` override them.
 
 import argparse
 import json
-import os
 import sys
 
 from training import config as configs

@@ -17,9 +17,10 @@ import os
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DEFAULT = "digits"
 
-# The values of tf.image.ResizeMethod, recipes.RECIPES, strategy.STRATEGIES and
-# strategy.PRECISIONS, written out here because those modules import TensorFlow
-# (tests/test_cli_errors.py checks that they agree).
+# The choices of the recipes (training/recipes.py), strategies and precisions
+# (training/strategy.py), defined here, where no TensorFlow is imported; and
+# the values of tf.image.ResizeMethod, written out (tests/test_cli_errors.py
+# checks that they agree).
 RESIZE_METHODS = (
     "bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic",
 )

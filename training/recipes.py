@@ -17,7 +17,8 @@ import math
 import keras
 import tensorflow as tf
 
-RECIPES = ("finetune", "pretrain", "deit")
+from training.config import RECIPES
+
 NO_DECAY = ["bias", "gamma", "beta", "token", "embeddings"]  # variable names
 
 

@@ -12,8 +12,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "tpu", "multi_worker", "mirrored", "default")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+from training.config import PRECISIONS, STRATEGIES
 
 
 def resolve(name="auto"):

@@ -25,7 +25,10 @@ def model_config(checkpoint, preset_config, overrides, preset_name=None):
     for key in ARCHITECTURE:
         want, got = asked.get(key), checkpoint.config.get(key)
         if _differs(key, want, got, checkpoint.config):
-            source = f"{key}={want!r} was passed" if key in overrides else f"preset {preset_name!r} has {key}={want}"
+            if key in overrides:
+                source = f"{key}={want!r} was passed"
+            else:
+                source = f"preset {preset_name!r} has {key}={want}"
             raise ValueError(
                 f"{checkpoint.origin} has {key}={got}, but {source}: wrong preset or override for this "
                 f"checkpoint. {_suggest(checkpoint.config)}"
