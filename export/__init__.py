@@ -5,22 +5,24 @@ each file right by running it in its own runtime.
                                  quantize=("fp32", "int8"), calibration_images=images)
 """
 
+if __name__ != "keras_vit.export":  # e.g. `import export` from the repository's root
+    raise ImportError(
+        f"This folder is installed as the package keras_vit.export; import it under that name "
+        f"(python -m keras_vit.export), not as {__name__!r}."
+    )
+
 import os
 
-from export.startup import import_tensorflow
+import numpy as np
 
-import_tensorflow()  # before keras_vit imports it: TF's start-up lines at TF_CPP_MIN_LOG_LEVEL
-
-import numpy as np  # noqa: E402
-
-import keras_vit  # noqa: E402
-from export.data import check_pixels  # noqa: E402
-from export.errors import ExportError, VerificationError  # noqa: E402
-from export.files import check_writable, write_bytes  # noqa: E402
-from export.onnx_model import convert_onnx  # noqa: E402
-from export.saved_model import write_saved_model  # noqa: E402
-from export.tflite import QUANTIZATIONS, convert_tflite  # noqa: E402
-from export.verify import format_table, keras_runner, verify, write_report  # noqa: E402
+import keras_vit
+from keras_vit.export.data import check_pixels
+from keras_vit.export.errors import ExportError, VerificationError
+from keras_vit.export.files import check_writable, write_bytes
+from keras_vit.export.onnx_model import convert_onnx
+from keras_vit.export.saved_model import write_saved_model
+from keras_vit.export.tflite import QUANTIZATIONS, convert_tflite
+from keras_vit.export.verify import format_table, keras_runner, verify, write_report
 
 FORMATS = ("saved_model", "tflite", "onnx")
 REPORT = "report.json"

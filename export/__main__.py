@@ -1,4 +1,4 @@
-"""python -m export MODEL [--format ...] [--quantize ...] [--calibration DATA] --out DIR
+"""python -m keras_vit.export MODEL [--format ...] [--quantize ...] [--calibration DATA] --out DIR
 
 Writes the model in each format to DIR, runs every file in its own runtime,
 prints the comparison with Keras and writes it to DIR/report.json.
@@ -8,16 +8,14 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-from export import (  # noqa: E402
+from keras_vit.export import (
     FORMATS, QUANTIZATIONS, ExportError, VerificationError, export_model, load_model,
 )
-from export.data import load_images  # noqa: E402
+from keras_vit.export.data import load_images
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m keras_vit.export", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a .keras file (model.save) or a preset folder (model.save_to_preset)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument(

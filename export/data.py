@@ -5,7 +5,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from export.errors import ExportError
+from keras_vit.export.errors import ExportError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 

@@ -6,7 +6,7 @@ import onnx
 import tensorflow as tf
 import tf2onnx
 
-from export.errors import ExportError
+from keras_vit.export.errors import ExportError
 
 OPSET = 17
 

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 
-from export.errors import ExportError
+from keras_vit.export.errors import ExportError
 
 QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
 _BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}

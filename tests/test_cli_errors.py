@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 import keras_vit
-from export import startup
-from training import __main__ as cli, augment, callbacks, config as configs, data, fewshot, recipes, strategy
+from keras_vit import startup
+from keras_vit.training import __main__ as cli, augment, callbacks, config as configs, data, fewshot, recipes, strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the programs' own default
@@ -30,7 +30,7 @@ TINY = [
 ]
 
 
-def run(*args, module="training"):
+def run(*args, module="keras_vit.training"):
     return subprocess.run(
         [sys.executable, "-m", module, *args], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -176,7 +176,7 @@ def test_fewshot_takes_resize_and_data_from_the_run(tmp_path, monkeypatch):
 
 
 def test_fewshot_error_is_one_line(tmp_path):
-    line = error_line(run("--model", str(tmp_path / "missing.keras"), module="training.fewshot"))
+    line = error_line(run("--model", str(tmp_path / "missing.keras"), module="keras_vit.training.fewshot"))
     assert str(tmp_path / "missing.keras") in line
 
 

@@ -17,12 +17,12 @@ from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
 from tensorflow.python.framework import config as tf_config
 
-import export
+from keras_vit import export
 import keras_vit
-from export.__main__ import main
-from export.files import write_bytes, write_directory
-from export.tflite import tflite_ops
-from export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
+from keras_vit.export.__main__ import main
+from keras_vit.export.files import write_bytes, write_directory
+from keras_vit.export.tflite import tflite_ops
+from keras_vit.export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
 
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
 verify_module = importlib.import_module("export.verify")  # `export.verify` is also a function
@@ -264,7 +264,7 @@ def test_cli_refuses_nan_verify_images(trained, tmp_path):
     np.save(tmp_path / "nan.npy", nan_images(held_out[:16]))
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "export", path, "--out", str(out), "--format", "tflite", "onnx",
+        [sys.executable, "-m", "keras_vit.export", path, "--out", str(out), "--format", "tflite", "onnx",
          "--verify", str(tmp_path / "nan.npy")],
         cwd=REPO, env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
         capture_output=True, text=True, timeout=300,

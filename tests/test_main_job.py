@@ -1,4 +1,4 @@
-"""The main job as a newcomer runs it: `python -m training` (config `digits`,
+"""The main job as a newcomer runs it: `python -m keras_vit.training` (config `digits`,
 seed 0) in a subprocess reaches >= 98% test accuracy, and every file it writes
 loads back in a fresh process with `keras_vit` alone and gives the run's
 numbers: `model.keras`, `preset/`, `best.weights.h5`, `results.json` and each
@@ -21,7 +21,7 @@ import json, sys
 import keras, numpy as np, onnxruntime, tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 import keras_vit
-from training import data
+from keras_vit.training import data
 
 run = sys.argv[1]
 results = json.load(open(f"{run}/results.json"))
@@ -61,10 +61,10 @@ print("all files load")
 
 @pytest.fixture(scope="module")
 def main_job(tmp_path_factory):
-    """The run folder of `python -m training --output RUN`, and its results."""
+    """The run folder of `python -m keras_vit.training --output RUN`, and its results."""
     run = tmp_path_factory.mktemp("main_job") / "digits"
     done = subprocess.run(
-        [sys.executable, "-m", "training", "--output", str(run)], env=ENV, cwd=ROOT,
+        [sys.executable, "-m", "keras_vit.training", "--output", str(run)], env=ENV, cwd=ROOT,
         capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -102,7 +102,7 @@ def test_every_file_loads_in_a_fresh_process(main_job):
 def test_readme_commands_take_the_preset_folder(main_job, tmp_path):
     run, results = main_job
     exported = subprocess.run(
-        [sys.executable, "-m", "export", str(run / "preset"), "--out", str(tmp_path / "dist"),
+        [sys.executable, "-m", "keras_vit.export", str(run / "preset"), "--out", str(tmp_path / "dist"),
          "--format", "tflite"],
         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
     )

@@ -1,4 +1,4 @@
-"""`python -m training [--config NAME] [flags] [--set key=value ...]`
+"""`python -m keras_vit.training [--config NAME] [flags] [--set key=value ...]`
 
 Trains a ViT with `model.fit`. With no arguments: the main job, a small ViT
 trained on scikit-learn's digits (offline, a few minutes on 2 CPU cores).
@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from training import config as configs
+from keras_vit.training import config as configs
 
 # Flag -> what its config key does; `--batch-size 64` is `--set batch_size=64`.
 FLAGS = {
@@ -36,7 +36,7 @@ FLAGS = {
 def argument_parser():
     defaults = configs.load_config(configs.DEFAULT)
     parser = argparse.ArgumentParser(
-        prog="python -m training", description=__doc__.split("\n\n")[1],
+        prog="python -m keras_vit.training", description=__doc__.split("\n\n")[1],
         epilog=f"Defaults shown are those of config {configs.DEFAULT}; another --config brings its own.",
     )
     parser.add_argument(
@@ -66,10 +66,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if config["verbose"] == "auto":  # a progress bar on a terminal, else one line per epoch
         config["verbose"] = 1 if sys.stdout.isatty() else 2
-    from export.startup import import_tensorflow
-
-    import_tensorflow()
-    from training import callbacks, train
+    from keras_vit.training import callbacks, train
 
     try:
         prepared = train.prepare(config)

@@ -9,7 +9,7 @@ before batching (`inception_crop`), batch ops after
 import keras
 import tensorflow as tf
 
-from training import config as configs
+from keras_vit.training import config as configs
 
 DEFAULTS = configs.AUGMENT  # the options, with what each one does
 

@@ -5,7 +5,7 @@ map to {-1, 1} targets is solved in closed form with L2 regularisation
 (ridge, the bias unregularised), from `k` training images per class; the
 accuracy is measured on the test split.
 
-    python -m training.fewshot --model runs/digits/model.keras
+    python -m keras_vit.training.fewshot --model runs/digits/model.keras
 
 The run's `results.json` beside the model gives the defaults of `--data`,
 `--data-dir` and `--resize`: the data, and the resize (to the model's image
@@ -17,16 +17,10 @@ import json
 import os
 import sys
 
-if __name__ == "__main__":  # python -m training.fewshot: before TensorFlow loads
-    from export.startup import import_tensorflow
+import numpy as np
 
-    import_tensorflow()
-
-import numpy as np  # noqa: E402
-
-import keras_vit  # noqa: E402
-
-from training import config as configs, data  # noqa: E402
+import keras_vit
+from keras_vit.training import config as configs, data
 
 SHOTS = (1, 5, 10, 25)
 
@@ -78,12 +72,12 @@ RUN_DEFAULTS = {"data": "digits", "data_dir": None, "resize": "bilinear"}
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m training.fewshot", description="Few-shot linear evaluation of a trained ViT."
+        prog="python -m keras_vit.training.fewshot", description="Few-shot linear evaluation of a trained ViT."
     )
     parser.add_argument(
         "--model", required=True, help="a .keras file or a preset folder, e.g. runs/digits/model.keras"
     )
-    parser.add_argument("--data", help="data set, as in python -m training (default: the run's, else digits)")
+    parser.add_argument("--data", help="data set, as in python -m keras_vit.training (default: the run's, else digits)")
     parser.add_argument("--data-dir", help="the folder TensorFlow Datasets reads from (default: the run's)")
     parser.add_argument(
         "--shots", type=int, nargs="+", default=list(SHOTS),

@@ -17,12 +17,12 @@ import math
 import keras
 import tensorflow as tf
 
-from training.config import RECIPES
+from keras_vit.training.config import RECIPES
 
 NO_DECAY = ["bias", "gamma", "beta", "token", "embeddings"]  # variable names
 
 
-@keras.saving.register_keras_serializable(package="training")
+@keras.saving.register_keras_serializable(package="keras_vit")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to `peak` over `warmup_steps`, then `cosine` or
     `linear` decay to 0 at `total_steps`."""

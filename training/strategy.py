@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-from training.config import PRECISIONS, STRATEGIES
+from keras_vit.training.config import PRECISIONS, STRATEGIES
 
 
 def resolve(name="auto"):

@@ -1,5 +1,5 @@
 """One training run from a config: checks, strategy, data, model, fit,
-evaluation, saved files. `python -m training` calls `run`."""
+evaluation, saved files. `python -m keras_vit.training` calls `run`."""
 
 import json
 import os
@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import export
+from keras_vit import export
 import keras_vit
-from export.files import check_writable
+from keras_vit.export.files import check_writable
 from keras_vit.layers.patch_embedding import grid_size
 from keras_vit.model import _pair
 from keras_vit.presets import preset_config
-from training import callbacks, config as configs, data, fewshot, recipes, strategy as strategies
+from keras_vit.training import callbacks, config as configs, data, fewshot, recipes, strategy as strategies
 
 
 def check(config):

@@ -12,6 +12,7 @@ def import_tensorflow():
     (default 2: errors only) applied to what it writes meanwhile: TF 2.21
     writes its import lines (oneDNN, CUDA drivers) before that level takes
     effect."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the layers are written for it
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     stderr = os.dup(2)
