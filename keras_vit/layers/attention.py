@@ -1,7 +1,7 @@
 """Multi-head self-attention in the original kernel layout."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -12,9 +12,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     Sub-layers and weights are those of `keras.layers.MultiHeadAttention` and
     of the original `MultiHeadDotProductAttention`: `query`, `key`, `value`
     (kernels `(D, heads, D / heads)`, biases `(heads, D / heads)`) and
-    `attention_output` (kernel `(heads, D / heads, D)`, bias `(D,)`). The
-    projections run as 2-D matmuls on the `(B * T, D)` rows, kernels viewed as
-    `(D, D)`: on CPU that is faster than the einsums of Keras' layer.
+    `attention_output` (kernel `(heads, D / heads, D)`, bias `(D,)`), held as
+    `query_dense`, `key_dense`, `value_dense`, `output_dense`: the names in
+    saved files. The projections run as 2-D matmuls on the `(B * T, D)` rows,
+    kernels viewed as `(D, D)`: on CPU that is faster than the einsums of
+    Keras' layer, and oneDNN fuses each MatMul with its BiasAdd.
 
     Args:
         num_heads: attention heads; must divide D.
@@ -34,58 +36,51 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
         def projection(name, equation, output_shape, bias_axes, input_shape):
             layer = keras.layers.EinsumDense(
-                equation, output_shape, bias_axes=bias_axes, kernel_initializer="glorot_uniform",
-                dtype=self.dtype_policy, name=name,
+                equation,
+                output_shape,
+                bias_axes=bias_axes,
+                kernel_initializer="glorot_uniform",
+                dtype=self.dtype_policy,
+                name=name,
             )
             layer.build(input_shape)
             return layer
 
         heads_shape = (None, self.num_heads, head_dim)
-        self._query_dense = projection("query", "abc,cde->abde", heads_shape, "de", input_shape)
-        self._key_dense = projection("key", "abc,cde->abde", heads_shape, "de", input_shape)
-        self._value_dense = projection("value", "abc,cde->abde", heads_shape, "de", input_shape)
-        self._output_dense = projection(
-            "attention_output", "abcd,cde->abe", (None, hidden_dim), "e",
+        self.query_dense = projection("query", "abc,cde->abde", heads_shape, "de", input_shape)
+        self.key_dense = projection("key", "abc,cde->abde", heads_shape, "de", input_shape)
+        self.value_dense = projection("value", "abc,cde->abde", heads_shape, "de", input_shape)
+        self.output_dense = projection(
+            "attention_output",
+            "abcd,cde->abe",
+            (None, hidden_dim),
+            "e",
             (None, None, self.num_heads, head_dim),
         )
         self._dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
-    @property
-    def query_dense(self):
-        return self._query_dense
-
-    @property
-    def key_dense(self):
-        return self._key_dense
-
-    @property
-    def value_dense(self):
-        return self._value_dense
-
-    @property
-    def output_dense(self):
-        return self._output_dense
-
     def call(self, x, training=None, return_attention_scores=False):
         """Returns the attended sequence, and the attention probabilities
         `(B, heads, T, T)` too when `return_attention_scores` is set."""
-        batch, tokens, hidden_dim = tf.shape(x)[0], tf.shape(x)[1], x.shape[-1]
+        batch, tokens, hidden_dim = ops.shape(x)[0], ops.shape(x)[1], x.shape[-1]
         head_dim = hidden_dim // self.num_heads
-        rows = tf.reshape(x, (-1, hidden_dim))
+        rows = ops.reshape(x, (-1, hidden_dim))
 
         def heads(dense):  # (B * T, D) -> (B, heads, T, D / heads)
-            y = tf.nn.bias_add(tf.matmul(rows, tf.reshape(dense.kernel, (hidden_dim, hidden_dim))),
-                               tf.reshape(dense.bias, (hidden_dim,)))
-            return tf.transpose(tf.reshape(y, (batch, tokens, self.num_heads, head_dim)), (0, 2, 1, 3))
+            y = ops.add(
+                ops.matmul(rows, ops.reshape(dense.kernel, (hidden_dim, hidden_dim))),
+                ops.reshape(dense.bias, (hidden_dim,)),
+            )
+            return ops.transpose(ops.reshape(y, (batch, tokens, self.num_heads, head_dim)), (0, 2, 1, 3))
 
-        query = heads(self._query_dense) * tf.cast(head_dim**-0.5, x.dtype)
-        logits = tf.matmul(query, heads(self._key_dense), transpose_b=True)  # (B, heads, T, T)
-        probs = tf.cast(tf.nn.softmax(tf.cast(logits, "float32")), x.dtype)  # float32 under mixed precision
-        attended = tf.matmul(self._dropout(probs, training=training), heads(self._value_dense))
-        attended = tf.reshape(tf.transpose(attended, (0, 2, 1, 3)), (-1, hidden_dim))
-        output_dense = self._output_dense
-        out = tf.matmul(attended, tf.reshape(output_dense.kernel, (hidden_dim, hidden_dim)))
-        out = tf.reshape(tf.nn.bias_add(out, output_dense.bias), (batch, tokens, hidden_dim))
+        query = heads(self.query_dense) * head_dim**-0.5
+        logits = ops.matmul(query, ops.swapaxes(heads(self.key_dense), 2, 3))  # (B, heads, T, T)
+        probs = ops.cast(ops.softmax(ops.cast(logits, "float32")), x.dtype)  # float32 under mixed precision
+        attended = ops.matmul(self._dropout(probs, training=training), heads(self.value_dense))
+        attended = ops.reshape(ops.transpose(attended, (0, 2, 1, 3)), (-1, hidden_dim))
+        kernel = ops.reshape(self.output_dense.kernel, (hidden_dim, hidden_dim))
+        out = ops.add(ops.matmul(attended, kernel), self.output_dense.bias)
+        out = ops.reshape(out, (batch, tokens, hidden_dim))
         return (out, probs) if return_attention_scores else out
 
     def compute_output_shape(self, input_shape):

@@ -3,7 +3,6 @@
 import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 
@@ -11,13 +10,13 @@ def gelu(x, approximate=True):
     """GELU written with plain ops, so it exports to TFLite builtins and ONNX.
 
     `approximate=True`: the tanh form, Flax's default and so the original
-    checkpoints'; TF's own subgraph for it (`tf.nn.gelu`), which oneDNN fuses
-    into a preceding MatMul + BiasAdd on CPU. `False`: the exact erf form
-    (timm, Hugging Face), written here because Keras' and TF's lower to
-    `Erfc`, which tf2onnx cannot convert.
+    checkpoints'; on TensorFlow `ops.gelu` is `tf.nn.gelu`'s subgraph, which
+    oneDNN fuses into a preceding MatMul + BiasAdd on CPU. `False`: the exact
+    erf form (timm, Hugging Face), written here because Keras' and TF's lower
+    to `Erfc`, which tf2onnx cannot convert.
     """
     if approximate:
-        return tf.nn.gelu(x, approximate=True)
+        return ops.gelu(x, approximate=True)
     return x * (0.5 + 0.5 * ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
@@ -49,13 +48,13 @@ class MlpBlock(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def call(self, x, training=None):
-        # On the (B * T, D) rows: MatMul + BiasAdd + GELU is a pattern oneDNN
-        # fuses; Dense on (B, T, D) would be a batched matmul and an Add.
-        rows = tf.reshape(x, (-1, x.shape[-1]))
-        hidden = gelu(tf.nn.bias_add(tf.matmul(rows, self.dense_0.kernel), self.dense_0.bias), self.gelu_approximate)
-        hidden = self.dropout(hidden, training=training)
-        out = tf.nn.bias_add(tf.matmul(hidden, self.dense_1.kernel), self.dense_1.bias)
-        out = tf.reshape(out, tf.concat([tf.shape(x)[:-1], [x.shape[-1]]], 0))
+        # On the (B * T, D) rows: MatMul + BiasAdd + GELU is a pattern oneDNN fuses (`ops.add` of a bias
+        # is a BiasAdd on TensorFlow); Dense on (B, T, D) puts a Reshape between the MatMul and the BiasAdd.
+        rows = ops.reshape(x, (-1, x.shape[-1]))
+        hidden = ops.add(ops.matmul(rows, self.dense_0.kernel), self.dense_0.bias)
+        hidden = self.dropout(gelu(hidden, self.gelu_approximate), training=training)
+        out = ops.add(ops.matmul(hidden, self.dense_1.kernel), self.dense_1.bias)
+        out = ops.reshape(out, (*ops.shape(x)[:-1], x.shape[-1]))
         return self.dropout(out, training=training)
 
     def compute_output_shape(self, input_shape):
