@@ -4,10 +4,10 @@ from keras_vit.startup import import_tensorflow
 
 import_tensorflow()  # first: TensorFlow's start-up lines at TF_CPP_MIN_LOG_LEVEL
 
-from keras_vit import layers  # noqa: E402
-from keras_vit.model import ViT  # noqa: E402
-from keras_vit.presets import list_presets  # noqa: E402
-from keras_vit.saving import load_model  # noqa: E402
+from keras_vit import layers
+from keras_vit.model import ViT
+from keras_vit.presets import list_presets
+from keras_vit.saving import load_model
 
 __version__ = "0.1.0"
 

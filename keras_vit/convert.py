@@ -42,8 +42,10 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, ConnectionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"Wrote {args.destination}: {model.count_params():,} parameters, image size "
-          f"{model.image_size}, {model.num_classes if model.include_top else 'no'} classes.")
+    print(
+        f"Wrote {args.destination}: {model.count_params():,} parameters, image size "
+        f"{model.image_size}, {model.num_classes if model.include_top else 'no'} classes."
+    )
     return 0
 
 

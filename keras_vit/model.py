@@ -7,11 +7,10 @@ import os
 import keras
 from keras import ops
 
-from keras_vit import presets
+from keras_vit import checkpoints, presets, saving
 from keras_vit.layers import ClassToken, PatchEmbedding, PositionEmbedding, ResNetStem, TransformerBlock
-from keras_vit.layers.patch_embedding import grid_size
+from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
-from keras_vit.saving import PRESET_CONFIG, PRESET_WEIGHTS
 
 POOLINGS = ("token", "gap")
 POSITION_EMBEDDINGS = ("learned", "sincos2d", "none")
@@ -88,7 +87,7 @@ class ViT(keras.Model):
         name="vit",
         **kwargs,
     ):
-        image_size = _pair(image_size)
+        image_size = image_size_pair(image_size)
         resnet_layers = _check_resnet(resnet_layers, resnet_width)
         _check_config(
             image_size=image_size,
@@ -152,7 +151,9 @@ class ViT(keras.Model):
                 keras.layers.Dense(representation_size, activation="tanh", dtype=policy, name="pre_logits")
             )
         if include_top:
-            layers.append(keras.layers.Dense(num_classes, kernel_initializer="zeros", dtype=head_dtype, name="head"))
+            layers.append(
+                keras.layers.Dense(num_classes, kernel_initializer="zeros", dtype=head_dtype, name="head")
+            )
 
         images = keras.Input((*image_size, 3), name="images")
         features = _forward({layer.name: layer for layer in layers}, images, pooling)
@@ -204,8 +205,6 @@ class ViT(keras.Model):
         drops the pre-logits layer. Loading is strict: unused checkpoint keys
         and unset weights are errors.
         """
-        from keras_vit import checkpoints
-
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -218,6 +217,8 @@ class ViT(keras.Model):
                     f"preset {os.fspath(preset)!r} is a preset folder and brings its own weights; "
                     f"got weights={weights!r} too. Pass one or the other."
                 )
+            if not overrides:
+                return saving.load_model(preset)
             weights, config = preset, {}
         else:
             config = presets.preset_config(preset)
@@ -254,24 +255,37 @@ class ViT(keras.Model):
         os.makedirs(directory, exist_ok=True)
         config = keras.saving.serialize_keras_object(self)
         config.pop("compile_config", None)  # the optimizer is the trainer's, not the preset's
-        with open(os.path.join(directory, PRESET_CONFIG), "w") as f:
+        with open(os.path.join(directory, saving.PRESET_CONFIG), "w") as f:
             json.dump(config, f, indent=2)
-        self.save_weights(os.path.join(directory, PRESET_WEIGHTS))
+        self.save_weights(os.path.join(directory, saving.PRESET_WEIGHTS))
 
     def __call__(self, images, *args, **kwargs):
         expected = (*self.image_size, 3)
         if not hasattr(images, "shape"):  # a nested list of pixels, as Keras layers accept
             images = ops.convert_to_tensor(images, dtype="float32")
         shape = tuple(images.shape)
-        if len(shape) != 4 or any(
-            got is not None and got != want for got, want in zip(shape[1:], expected)
-        ):
+        if len(shape) != 4 or any(got is not None and got != want for got, want in zip(shape[1:], expected)):
             raise ValueError(
                 f"{self.name} expects images of shape (batch, {expected[0]}, {expected[1]}, 3), "
                 f"got {shape}. Resize the images, or build the model with "
                 f"image_size=(height, width) to match them."
             )
         return super().__call__(images, *args, **kwargs)
+
+    def forward_features(self, images):
+        """`(B, T, D)`: the tokens after the final LayerNorm (timm's
+        `forward_features`); `T` counts the class token with token pooling."""
+        return _features(self._layers_by_name(), images)["tokens"]
+
+    def forward_head(self, tokens, pre_logits=False):
+        """Pools `forward_features`' tokens; returns the pooled representation
+        `(B, D)` with `pre_logits` (or without the top), else the logits."""
+        layers = self._layers_by_name()
+        pooled = _pool(layers, tokens, self.pooling)
+        return pooled if pre_logits or "head" not in layers else layers["head"](pooled)
+
+    def _layers_by_name(self):
+        return {layer.name: layer for layer in self.layers}
 
     def feature_extractor(self, outputs=("tokens", "pooled")):
         """A `keras.Model` on this model's layers (no copy of the weights).
@@ -340,7 +354,7 @@ class _FeatureExtractor(keras.Model):
 
     def call(self, images):
         features = _forward(
-            {layer.name: layer for layer in self.vit.layers},
+            self.vit._layers_by_name(),
             images,
             self.vit.pooling,
             return_attention="attention" in self.feature_names,
@@ -350,8 +364,26 @@ class _FeatureExtractor(keras.Model):
 
 def _forward(layers, images, pooling, return_attention=False):
     """Applies the named layers to `images`; returns every intermediate by name."""
+    features = _features(layers, images, return_attention)
+    features["pooled"] = _pool(layers, features["tokens"], pooling)
+    if "head" in layers:
+        features["logits"] = layers["head"](features["pooled"])
+    return features
+
+
+def _features(layers, images, return_attention=False):
+    """Embedding and Transformer: `tokens` `(B, T, D)` after the final
+    LayerNorm, and each block's output (`hidden_states`) and, with
+    `return_attention`, attention probabilities (`attention`)."""
     x = images
-    for name in ("rescaling", "resnet", "embedding", "class_token", "position_embedding", "embedding_dropout"):
+    for name in (
+        "rescaling",
+        "resnet",
+        "embedding",
+        "class_token",
+        "position_embedding",
+        "embedding_dropout",
+    ):
         if name in layers:
             x = layers[name](x)
     hidden_states, attention = [], []
@@ -363,22 +395,14 @@ def _forward(layers, images, pooling, return_attention=False):
         else:
             x = block(x)
         hidden_states.append(x)
-    tokens = layers["encoder_norm"](x)
+    return dict(tokens=layers["encoder_norm"](x), hidden_states=hidden_states, attention=attention)
+
+
+def _pool(layers, tokens, pooling):
+    """`(B, T, D)` tokens -> `(B, D)` (or `representation_size`): the class
+    token's output or the mean of the patch tokens, then pre-logits if any."""
     pooled = tokens[:, 0] if pooling == "token" else ops.mean(tokens, axis=1)
-    if "pre_logits" in layers:
-        pooled = layers["pre_logits"](pooled)
-    features = dict(tokens=tokens, pooled=pooled, hidden_states=hidden_states, attention=attention)
-    if "head" in layers:
-        features["logits"] = layers["head"](pooled)
-    return features
-
-
-def _pair(size):
-    if isinstance(size, int):
-        return (size, size)
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, int) for s in size):
-        return tuple(size)
-    raise ValueError(f"image_size must be an int or (height, width), got {size!r}.")
+    return layers["pre_logits"](pooled) if "pre_logits" in layers else pooled
 
 
 def _check_resnet(resnet_layers, resnet_width):
@@ -392,7 +416,11 @@ def _check_resnet(resnet_layers, resnet_width):
             f"resnet_layers must be None (plain ViT) or a tuple of positive ints (units per "
             f"ResNet stage, e.g. (3, 4, 9); () for the root alone), got {resnet_layers!r}."
         )
-    width = 64 * resnet_width if isinstance(resnet_width, (int, float)) and not isinstance(resnet_width, bool) else None
+    width = (
+        64 * resnet_width
+        if isinstance(resnet_width, (int, float)) and not isinstance(resnet_width, bool)
+        else None
+    )
     if width is None or width <= 0 or width != int(width) or int(width) % GROUPS:
         raise ValueError(
             f"resnet_width must make a root width 64 * resnet_width that is a positive multiple "
@@ -402,13 +430,28 @@ def _check_resnet(resnet_layers, resnet_width):
 
 
 def _check_config(
-    image_size, patch_size, hidden_dim, num_layers, num_heads, mlp_dim, num_classes,
-    pooling, representation_size, rates, position_embedding, resnet_layers=None,
+    image_size,
+    patch_size,
+    hidden_dim,
+    num_layers,
+    num_heads,
+    mlp_dim,
+    num_classes,
+    pooling,
+    representation_size,
+    rates,
+    position_embedding,
+    resnet_layers=None,
 ):
     sizes = dict(
-        patch_size=patch_size, hidden_dim=hidden_dim, num_layers=num_layers,
-        num_heads=num_heads, mlp_dim=mlp_dim, num_classes=num_classes,
-        image_height=image_size[0], image_width=image_size[1],
+        patch_size=patch_size,
+        hidden_dim=hidden_dim,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_dim=mlp_dim,
+        num_classes=num_classes,
+        image_height=image_size[0],
+        image_width=image_size[1],
     )
     if representation_size is not None:
         sizes["representation_size"] = representation_size

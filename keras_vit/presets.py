@@ -13,15 +13,31 @@ PRESETS = {
     # Hybrids (the original R+ViT-Ti_16, R26+ViT-S_32, R50+ViT-B_16): a ResNet
     # stem, then patches of the feature map.
     "r_vit_ti16": dict(
-        patch_size=8, hidden_dim=192, mlp_dim=768, num_heads=3, num_layers=12, resnet_layers=(), resnet_width=1
+        patch_size=8,
+        hidden_dim=192,
+        mlp_dim=768,
+        num_heads=3,
+        num_layers=12,
+        resnet_layers=(),
+        resnet_width=1,
     ),
     "r26_vit_s32": dict(
-        patch_size=1, hidden_dim=384, mlp_dim=1536, num_heads=6, num_layers=12,
-        resnet_layers=(2, 2, 2, 2), resnet_width=1,
+        patch_size=1,
+        hidden_dim=384,
+        mlp_dim=1536,
+        num_heads=6,
+        num_layers=12,
+        resnet_layers=(2, 2, 2, 2),
+        resnet_width=1,
     ),
     "r50_vit_b16": dict(
-        patch_size=1, hidden_dim=768, mlp_dim=3072, num_heads=12, num_layers=12,
-        resnet_layers=(3, 4, 9), resnet_width=1,
+        patch_size=1,
+        hidden_dim=768,
+        mlp_dim=3072,
+        num_heads=12,
+        num_layers=12,
+        resnet_layers=(3, 4, 9),
+        resnet_width=1,
     ),
 }
 

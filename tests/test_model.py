@@ -1,10 +1,10 @@
 import keras
 import numpy as np
+import numpy_vit
 import pytest
 from helpers import original_params, random_images, randomize
 
 import keras_vit
-import numpy_vit
 
 
 def build(config, **overrides):
@@ -15,13 +15,21 @@ def build(config, **overrides):
 @pytest.mark.parametrize("pooling", ["token", "gap"])
 @pytest.mark.parametrize("representation_size", [None, 24])
 def test_matches_numpy_reference(tiny_config, gelu_approximate, pooling, representation_size):
-    model = randomize(build(
-        tiny_config, gelu_approximate=gelu_approximate, pooling=pooling,
-        representation_size=representation_size,
-    ))
+    model = randomize(
+        build(
+            tiny_config,
+            gelu_approximate=gelu_approximate,
+            pooling=pooling,
+            representation_size=representation_size,
+        )
+    )
     images = random_images()
     expected = numpy_vit.forward(
-        original_params(model), images, patch_size=8, num_heads=4, pooling=pooling,
+        original_params(model),
+        images,
+        patch_size=8,
+        num_heads=4,
+        pooling=pooling,
         gelu_approximate=gelu_approximate,
     )
     np.testing.assert_allclose(model.predict(images, verbose=0), expected["logits"], atol=1e-5, rtol=1e-5)
@@ -36,12 +44,30 @@ def test_feature_extractor_matches_reference_and_shares_weights(tiny_config):
     for key in ("tokens", "pooled", "logits"):
         np.testing.assert_allclose(got[key], expected[key], atol=1e-5, rtol=1e-5)
     assert len(got["hidden_states"]) == len(got["attention"]) == 2
-    for g, e in zip(got["hidden_states"] + got["attention"], expected["hidden_states"] + expected["attention"]):
+    for g, e in zip(
+        got["hidden_states"] + got["attention"], expected["hidden_states"] + expected["attention"]
+    ):
         np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
     assert got["attention"][0].shape == (2, 4, 17, 17)
     # Same variables, not copies: changing the model changes the extractor.
     model.get_layer("head").bias.assign(np.full(7, 3.0, "float32"))
     np.testing.assert_allclose(extractor(images)["logits"], model(images), atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling, representation_size", [("token", None), ("gap", 24)])
+def test_forward_features_then_head_match_reference(tiny_config, pooling, representation_size):
+    model = randomize(build(tiny_config, pooling=pooling, representation_size=representation_size))
+    images = random_images()
+    expected = numpy_vit.forward(original_params(model), images, patch_size=8, num_heads=4, pooling=pooling)
+    tokens = model.forward_features(images)
+    assert tokens.shape == (2, 16 + (pooling == "token"), 32)
+    np.testing.assert_allclose(tokens, expected["tokens"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        model.forward_head(tokens, pre_logits=True), expected["pooled"], atol=1e-5, rtol=1e-5
+    )
+    np.testing.assert_allclose(model.forward_head(tokens), expected["logits"], atol=1e-5, rtol=1e-5)
+    headless = build(tiny_config, include_top=False)
+    assert headless.forward_head(headless.forward_features(images)).shape == (2, 32)
 
 
 def test_non_square_images(tiny_config):
@@ -66,9 +92,14 @@ def test_sincos_and_no_position_embedding(tiny_config):
             n = 1 + row * 4 + col
             for k, w in enumerate(omega):
                 table[0, n, [k, quarter + k, 2 * quarter + k, 3 * quarter + k]] = [
-                    np.sin(col * w), np.cos(col * w), np.sin(row * w), np.cos(row * w)]
-    expected = numpy_vit.forward(original_params(sincos), images, patch_size=8, num_heads=4,
-                                 position_embeddings=table)
+                    np.sin(col * w),
+                    np.cos(col * w),
+                    np.sin(row * w),
+                    np.cos(row * w),
+                ]
+    expected = numpy_vit.forward(
+        original_params(sincos), images, patch_size=8, num_heads=4, position_embeddings=table
+    )
     np.testing.assert_allclose(sincos(images), expected["logits"], atol=1e-5, rtol=1e-5)
     expected = numpy_vit.forward(original_params(none), images, patch_size=8, num_heads=4)
     np.testing.assert_allclose(none(images), expected["logits"], atol=1e-5, rtol=1e-5)
@@ -94,17 +125,34 @@ def test_without_top_returns_pooled(tiny_config):
     assert "head" not in [layer.name for layer in model.layers]
 
 
-@pytest.mark.parametrize("preset, count", [
-    ("vit_ti16", 5_717_416), ("vit_s16", 22_050_664), ("vit_b16", 86_567_656), ("vit_l16", 304_326_632),
-])
+@pytest.mark.parametrize(
+    "preset, count",
+    [
+        ("vit_ti16", 5_717_416),
+        ("vit_s16", 22_050_664),
+        ("vit_b16", 86_567_656),
+        ("vit_l16", 304_326_632),
+    ],
+)
 def test_parameter_counts(preset, count):
     assert keras_vit.ViT.from_preset(preset).count_params() == count
 
 
 def test_presets_and_overrides():
     assert keras_vit.list_presets() == [
-        "vit_ti16", "vit_s16", "vit_s32", "vit_b8", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14",
-        "r_vit_ti16", "r26_vit_s32", "r50_vit_b16"]
+        "vit_ti16",
+        "vit_s16",
+        "vit_s32",
+        "vit_b8",
+        "vit_b16",
+        "vit_b32",
+        "vit_l16",
+        "vit_l32",
+        "vit_h14",
+        "r_vit_ti16",
+        "r26_vit_s32",
+        "r50_vit_b16",
+    ]
     model = keras_vit.ViT.from_preset("vit_s32", image_size=64, num_layers=2, num_classes=10)
     assert (model.name, model.hidden_dim, model.num_layers, model.patch_size) == ("vit_s32", 384, 2, 32)
     assert model.get_layer("position_embedding").embeddings.shape == (1, 5, 384)
@@ -123,16 +171,19 @@ def test_mixed_precision_keeps_logits_float32(tiny_config):
     assert model(random_images()).dtype == "float32"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(image_size=225, patch_size=16), "image_size 225 (height) is not divisible by patch_size 16"),
-    (dict(image_size=(32, 36)), "image_size 36 (width) is not divisible by patch_size 8"),
-    (dict(hidden_dim=30), "hidden_dim 30 is not divisible by num_heads 4"),
-    (dict(pooling="max"), "Unknown pooling 'max'; expected one of ('token', 'gap')"),
-    (dict(position_embedding="rope"), "Unknown position_embedding 'rope'"),
-    (dict(image_size="big"), "image_size must be an int or (height, width), got 'big'"),
-    (dict(num_layers=0), "num_layers must be a positive int, got 0"),
-    (dict(dropout_rate=1.5), "dropout_rate must be in [0, 1), got 1.5"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(image_size=225, patch_size=16), "image_size 225 (height) is not divisible by patch_size 16"),
+        (dict(image_size=(32, 36)), "image_size 36 (width) is not divisible by patch_size 8"),
+        (dict(hidden_dim=30), "hidden_dim 30 is not divisible by num_heads 4"),
+        (dict(pooling="max"), "Unknown pooling 'max'; expected one of ('token', 'gap')"),
+        (dict(position_embedding="rope"), "Unknown position_embedding 'rope'"),
+        (dict(image_size="big"), "image_size must be an int or (height, width), got 'big'"),
+        (dict(num_layers=0), "num_layers must be a positive int, got 0"),
+        (dict(dropout_rate=1.5), "dropout_rate must be in [0, 1), got 1.5"),
+    ],
+)
 def test_bad_config_errors(tiny_config, overrides, message):
     with pytest.raises(ValueError) as error:
         build(tiny_config, **overrides)
@@ -177,8 +228,10 @@ def test_runs_under_xla(tiny_config):
 
 def test_trains(tiny_config):
     model = build(tiny_config, dropout_rate=0.1, attention_dropout_rate=0.1, drop_path_rate=0.1)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     images, labels = random_images(batch=16), np.arange(16) % 7
     losses = model.fit(images, labels, epochs=8, batch_size=8, verbose=0).history["loss"]
     assert losses[-1] < losses[0]

@@ -3,7 +3,8 @@
     python -m keras_vit.analysis MODEL IMAGES_DIR --out DIR [--max-images 4]
 
 MODEL: a `.keras` file or a preset folder (`ViT.save_to_preset`). IMAGES_DIR:
-PNG/JPEG/BMP/GIF files, resized to the model's image size. Writes
+PNG/JPEG/BMP/GIF files (the first `--max-images` by path), resized bilinearly to
+the model's image size. Writes
 `patch_embedding_filters.png`, `position_embedding_similarity.png` (learned or
 sin-cos position embeddings only), `mean_attention_distance.png`,
 `attention_rollout.png` and `position_embedding_effect.png` into DIR.
@@ -13,42 +14,27 @@ import argparse
 import os
 import sys
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-
-
-def load_images(folder, model, max_images):
-    """Up to `max_images` images of `folder` (sorted by name), as the model takes them."""
-    import keras
-    import numpy as np
-
-    if not os.path.isdir(folder):
-        raise ValueError(f"IMAGES_DIR {folder!r} is not a folder.")
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))[:max_images]
-    if not names:
-        raise ValueError(f"IMAGES_DIR {folder!r} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
-    images = np.stack([
-        keras.utils.img_to_array(keras.utils.load_img(os.path.join(folder, n), target_size=model.image_size))
-        for n in names
-    ])
-    return images if model.include_rescaling else images / 127.5 - 1.0
+from keras_vit import analysis
+from keras_vit.images import load_image_folder
+from keras_vit.saving import load_model
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m keras_vit.analysis", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_vit.analysis", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("model", help="a .keras file or a preset folder")
     parser.add_argument("images", help="a folder of images")
     parser.add_argument("--out", required=True, help="folder for the PNG files")
     parser.add_argument("--max-images", type=int, default=4, help="images to use (default 4)")
     args = parser.parse_args(argv)
-
-    from keras_vit import analysis
-    from keras_vit.saving import load_model
-
     try:
         model = load_model(args.model)
-        images = load_images(args.images, model, args.max_images)
+        images = load_image_folder(args.images, model.image_size, args.max_images)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
+    if not model.include_rescaling:  # the model takes [-1, 1]
+        images = images / 127.5 - 1.0
     os.makedirs(args.out, exist_ok=True)
     pictures = [
         ("patch_embedding_filters", lambda p: analysis.plot_patch_embedding_filters(model, p)),
@@ -57,8 +43,13 @@ def main(argv=None):
         ("position_embedding_effect", lambda p: analysis.plot_position_embedding_effect(model, images, p)),
     ]
     if model.position_embedding != "none":
-        pictures.insert(1, ("position_embedding_similarity",
-                            lambda p: analysis.plot_position_embedding_similarity(model, p)))
+        pictures.insert(
+            1,
+            (
+                "position_embedding_similarity",
+                lambda p: analysis.plot_position_embedding_similarity(model, p),
+            ),
+        )
     for name, plot in pictures:
         path = os.path.join(args.out, f"{name}.png")
         plot(path)

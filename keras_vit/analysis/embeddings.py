@@ -17,7 +17,7 @@ def position_embedding_similarity(model):
         )
     layer = model.get_layer("position_embedding")
     embeddings = np.asarray(ops.convert_to_numpy(layer.embeddings), dtype="float64")[0]
-    grid = embeddings[layer.num_prefix_tokens:]
+    grid = embeddings[layer.num_prefix_tokens :]
     grid = grid / np.linalg.norm(grid, axis=-1, keepdims=True)
     grid_h, grid_w = layer.grid_size
     return (grid @ grid.T).reshape(grid_h, grid_w, grid_h, grid_w).astype("float32")

@@ -20,14 +20,20 @@ def shuffle_patches(images, patch_size, permutation):
     batch, height, width, channels = images.shape
     grid_h, grid_w = height // patch_size, width // patch_size
     permutation = np.asarray(permutation)
-    if height % patch_size or width % patch_size or sorted(permutation.tolist()) != list(range(grid_h * grid_w)):
+    if (
+        height % patch_size
+        or width % patch_size
+        or sorted(permutation.tolist()) != list(range(grid_h * grid_w))
+    ):
         raise ValueError(
             f"permutation must reorder the {grid_h * grid_w} patches of {patch_size}x{patch_size} "
             f"pixels in {height}x{width} images: a permutation of 0..{grid_h * grid_w - 1}, "
             f"got {permutation.tolist()}."
         )
     patches = images.reshape(batch, grid_h, patch_size, grid_w, patch_size, channels)
-    patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(batch, grid_h * grid_w, patch_size, patch_size, channels)
+    patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(
+        batch, grid_h * grid_w, patch_size, patch_size, channels
+    )
     patches = patches[:, permutation].reshape(batch, grid_h, grid_w, patch_size, patch_size, channels)
     return patches.transpose(0, 1, 3, 2, 4, 5).reshape(images.shape)
 

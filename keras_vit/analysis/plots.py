@@ -42,8 +42,10 @@ def plot_patch_embedding_filters(model, path=None, num_components=28):
     cols = min(7, len(components))
     rows = -(-len(components) // cols)
     figure = _figure(1.3 * cols, 1.45 * rows + 0.5)
-    figure.suptitle(f"{model.name}: top {len(components)} principal components of the "
-                    f"{model.patch_size}x{model.patch_size} patch-embedding filters")
+    figure.suptitle(
+        f"{model.name}: top {len(components)} principal components of the "
+        f"{model.patch_size}x{model.patch_size} patch-embedding filters"
+    )
     axes = figure.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.set_axis_off()
@@ -135,7 +137,9 @@ def plot_position_embedding_effect(model, images, path=None, seed=0):
     for ax, key, title in zip(axes[2:], ("with", "without"), titles):
         original, shuffled = (o[0] for o in effect[key])
         if model.include_top:
-            original, shuffled = (np.exp(o - o.max()) / np.exp(o - o.max()).sum() for o in (original, shuffled))
+            original, shuffled = (
+                np.exp(o - o.max()) / np.exp(o - o.max()).sum() for o in (original, shuffled)
+            )
         change = np.abs(original - shuffled).max()
         index = np.arange(len(original))
         ax.bar(index - 0.2, original, width=0.4, label="input")

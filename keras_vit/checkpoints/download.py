@@ -1,12 +1,10 @@
-"""Downloads a named checkpoint once, converts it once, and caches it as a preset folder."""
+"""Downloads a named checkpoint once, into `$KERAS_VIT_HOME/downloads/`."""
 
 import os
-import shutil
 
 import keras
 
 from keras_vit.checkpoints import sources
-from keras_vit.saving import PRESET_WEIGHTS
 
 
 def cache_dir():
@@ -15,20 +13,10 @@ def cache_dir():
 
 
 def fetch(preset, name):
-    """The preset folder of named weights `name` of `preset`: downloaded and
-    converted on first use, then read from `cache_dir()/presets/`."""
-    source = sources.get_source(preset, name)
-    folder = os.path.join(cache_dir(), "presets", f"{preset}-{name}")
-    if os.path.exists(os.path.join(folder, PRESET_WEIGHTS)):
-        return folder
-    path = download(source)
-    from keras_vit.convert import convert  # imported here: convert imports this package
-
-    partial = folder + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    convert(path, partial)
-    os.replace(partial, folder)
-    return folder
+    """The local path of the file of named weights `name` of `preset`
+    (`list_sources(preset)`): downloaded on first use, then read from
+    `cache_dir()/downloads/`. `ViT.from_preset` converts it as it loads it."""
+    return download(sources.get_source(preset, name))
 
 
 def download(source):
@@ -58,6 +46,5 @@ def download(source):
     except Exception as error:
         raise ConnectionError(
             f"Could not download {source.url} ({error}). Without network access, fetch the file "
-            f"elsewhere and put it at {target}"
-            + (f" (sha256 {source.sha256})." if source.sha256 else ".")
+            f"elsewhere and put it at {target}" + (f" (sha256 {source.sha256})." if source.sha256 else ".")
         ) from None

@@ -2,17 +2,25 @@
 
 import numpy as np
 
+from keras_vit.checkpoints.original import POSITION
 from keras_vit.layers import resize_position_embeddings
+from keras_vit.presets import PRESETS
 
-ARCHITECTURE = ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "resnet_layers", "resnet_width")
-POSITION = "position_embedding/embeddings"
+ARCHITECTURE = (
+    "patch_size",
+    "hidden_dim",
+    "num_layers",
+    "num_heads",
+    "mlp_dim",
+    "resnet_layers",
+    "resnet_width",
+)
 HEAD = ("head/kernel", "head/bias")
 PRE_LOGITS = ("pre_logits/kernel", "pre_logits/bias")
 HINTS = {
     POSITION: "the checkpoint has no learned position embeddings (e.g. a big_vision sincos2d "
     "model): pass position_embedding='sincos2d' or 'none'",
-    "class_token/token": "the checkpoint has no class token (global average pooling): "
-    "pass pooling='gap'",
+    "class_token/token": "the checkpoint has no class token (global average pooling): pass pooling='gap'",
 }
 
 
@@ -34,13 +42,17 @@ def model_config(checkpoint, preset_config, overrides, preset_name=None):
                 f"checkpoint. {_suggest(checkpoint.config)}"
             )
     config = {**preset_config, **checkpoint.config, **overrides}
-    dropped_pre_logits = checkpoint.config.get("representation_size") and not config.get("representation_size")
-    same_head = config.get("include_top", True) and config.get("num_classes") == checkpoint.config.get("num_classes")
+    dropped_pre_logits = checkpoint.config.get("representation_size") and not config.get(
+        "representation_size"
+    )
+    same_head = config.get("include_top", True) and config.get("num_classes") == checkpoint.config.get(
+        "num_classes"
+    )
     if dropped_pre_logits and same_head and "head/kernel" in checkpoint.weights:
         raise ValueError(
-            f"representation_size=None drops the checkpoint's pre_logits layer, but its head "
-            f"was trained on pre_logits' output: also pass num_classes=... for a fresh head, "
-            f"or include_top=False."
+            "representation_size=None drops the checkpoint's pre_logits layer, but its head "
+            "was trained on pre_logits' output: also pass num_classes=... for a fresh head, "
+            "or include_top=False."
         )
     return config
 
@@ -126,10 +138,9 @@ def _names(keys, limit=12):
 
 
 def _suggest(config):
-    from keras_vit.presets import PRESETS
-
     matches = [
-        name for name, preset in PRESETS.items()
+        name
+        for name, preset in PRESETS.items()
         if not any(_differs(key, preset.get(key), config.get(key), config) for key in ARCHITECTURE)
     ]
     keys = [key for key in ARCHITECTURE if config.get(key) is not None]

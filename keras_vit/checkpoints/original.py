@@ -30,8 +30,11 @@ BLOCK_PARTS = {
     "MlpBlock_0": "mlp",
 }
 LEAVES = {
-    "bias": "bias", "kernel": "kernel",
-    "out": "attention_output", "Dense_0": "dense_0", "Dense_1": "dense_1",
+    "bias": "bias",
+    "kernel": "kernel",
+    "out": "attention_output",
+    "Dense_0": "dense_0",
+    "Dense_1": "dense_1",
 }
 TOP_LEVEL = {
     "embedding/kernel": "embedding/kernel",
@@ -50,7 +53,9 @@ POSITION_EMBEDDINGS = (
     "pos_embedding",  # big_vision
 )
 POSITION = "position_embedding/embeddings"
-RESNET = re.compile(r"conv_root/kernel|gn_root/(scale|bias)|block\d+/unit\d+/(conv(\d|_proj)/kernel|gn(\d|_proj)/(scale|bias))")
+RESNET = re.compile(
+    r"conv_root/kernel|gn_root/(scale|bias)|block\d+/unit\d+/(conv(\d|_proj)/kernel|gn(\d|_proj)/(scale|bias))"
+)
 
 
 def read_npz(path):
@@ -75,7 +80,7 @@ def convert(arrays):
     for key, value in arrays.items():
         for prefix in PREFIXES:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 break
         params[key] = value
     params = _unstack_scanned_blocks(params)
@@ -104,7 +109,7 @@ def _unstack_scanned_blocks(params):
     for key, value in params.items():
         if key.startswith(scanned):
             for i, block_value in enumerate(value):
-                out[f"Transformer/encoderblock_{i}/{key[len(scanned):]}"] = block_value
+                out[f"Transformer/encoderblock_{i}/{key[len(scanned) :]}"] = block_value
         else:
             out[key] = value
     return out

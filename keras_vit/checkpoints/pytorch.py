@@ -68,7 +68,7 @@ def convert_hf(tensors, num_heads):
     (Dense + tanh on the class token) is the original `pre_logits`.
     """
     prefix = next(k for k in tensors if k.endswith(HF_PATCH_KEY))[: -len(HF_PATCH_KEY)]
-    names = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in tensors.items()}
+    names = {key[len(prefix) :] if key.startswith(prefix) else key: value for key, value in tensors.items()}
     return _convert_named(names, num_heads, HF_NAMES, r"encoder\.layer\.(\d+)\.(.+)", HF_BLOCK)
 
 
@@ -109,7 +109,9 @@ def _timm_resnet_path(key):
     if not match:
         return None
     stage, block, layer, leaf = match.groups()
-    layer = {"downsample.conv": "conv_proj", "downsample.norm": "gn_proj"}.get(layer, layer.replace("norm", "gn"))
+    layer = {"downsample.conv": "conv_proj", "downsample.norm": "gn_proj"}.get(
+        layer, layer.replace("norm", "gn")
+    )
     return _resnet_leaf(f"resnet/block{int(stage) + 1}/unit{int(block) + 1}/{layer}", leaf)
 
 
@@ -184,7 +186,8 @@ def _convert_leaf(path, value, num_heads):
 
 
 def _qkv(value, num_heads):
-    """`(D_out, D_in)` weight -> `(D_in, heads, D_out / heads)`; `(D_out,)` bias -> `(heads, D_out / heads)`."""
+    """`(D_out, D_in)` weight -> `(D_in, heads, D_out / heads)`;
+    `(D_out,)` bias -> `(heads, D_out / heads)`."""
     if value.ndim == 2:
         return value.T.reshape(value.shape[1], num_heads, -1)
     return value.reshape(num_heads, -1)

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 import keras
 
 from keras_vit.checkpoints import original, pytorch
+from keras_vit.checkpoints.original import POSITION
 from keras_vit.layers.resnet import stem_stride
 from keras_vit.saving import PRESET_CONFIG, PRESET_WEIGHTS, load_model
+
 HF_WEIGHTS = "model.safetensors"
 
 
@@ -99,7 +101,7 @@ def infer_config(weights, origin):
     if query is not None and query.ndim == 3:
         config["num_heads"] = int(query.shape[1])
     config["pooling"] = "token" if "class_token/token" in weights else "gap"
-    position = weights.get("position_embedding/embeddings")
+    position = weights.get(POSITION)
     if position is not None:
         grid = position.shape[1] - (config["pooling"] == "token")
         side = int(round(grid**0.5))
@@ -146,7 +148,11 @@ def _from_model(model, origin):
 
 
 def _check_num_heads(num_heads, tensors, path):
-    width = next(v.shape[0] for k, v in tensors.items() if k.endswith(("patch_embed.proj.weight", pytorch.HF_PATCH_KEY)))
+    width = next(
+        v.shape[0]
+        for k, v in tensors.items()
+        if k.endswith(("patch_embed.proj.weight", pytorch.HF_PATCH_KEY))
+    )
     if not isinstance(num_heads, int) or num_heads < 1 or width % num_heads:
         raise ValueError(
             f"{path} (PyTorch layout) does not record the number of attention heads: pass "

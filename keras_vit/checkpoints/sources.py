@@ -4,11 +4,10 @@ URLs are those of google-research/vision_transformer (`imagenet21k`,
 `imagenet21k+imagenet2012`) and of "How to train your ViT?" (AugReg,
 Steiner et al. 2021, the same files timm and big_vision load). No sha256 is
 published for these files; `sha256=None` means the download is not verified.
+Each URL is written out in full, so that grep finds it.
 """
 
 from dataclasses import dataclass
-
-BASE_URL = "https://storage.googleapis.com/vit_models/"
 
 
 @dataclass(frozen=True)
@@ -21,73 +20,166 @@ class Source:
         return self.url.rsplit("/", 1)[-1]
 
 
-def _original(folder, name):
-    return Source(f"{BASE_URL}{folder}/{name}.npz")
-
-
-def _augreg(name):
-    return Source(f"{BASE_URL}augreg/{name}.npz")
-
-
-_FT = "--imagenet2012-steps_20k-lr_{lr}-res_{res}"
-_I21K = {  # the upstream of timm's `augreg_in21k_ft_in1k` files
-    "vit_ti16": ("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "0.03"),
-    "vit_s32": ("S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "0.03"),
-    "vit_s16": ("S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "0.03"),
-    "vit_b32": ("B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0", "0.03"),
-    "vit_b16": ("B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0", "0.01"),
-    "vit_b8": ("B_8-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0", "0.01"),
-    "vit_l16": ("L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1", "0.01"),
-}
-# timm's B/32 384 fine-tune starts from another upstream run.
-_I21K_384 = {**_I21K, "vit_b32": ("B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0", "0.03")}
-_I1K = {
-    "vit_s16": "S_16-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0",
-    "vit_b32": "B_32-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.1-sd_0.1",
-    "vit_b16": "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1",
-}
-_ORIGINAL_NAMES = {"vit_b16": "ViT-B_16", "vit_b32": "ViT-B_32", "vit_l16": "ViT-L_16", "vit_l32": "ViT-L_32"}
-
-SOURCES = {preset: {} for preset in (
-    "vit_ti16", "vit_s16", "vit_s32", "vit_b8", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14",
-    "r_vit_ti16", "r26_vit_s32", "r50_vit_b16",
-)}
-for _preset, _name in {**_ORIGINAL_NAMES, "vit_h14": "ViT-H_14"}.items():
-    # 224 px, ImageNet-21k head (21843 classes) after a pre_logits layer.
-    SOURCES[_preset]["imagenet21k"] = _original("imagenet21k", _name)
-for _preset, _name in _ORIGINAL_NAMES.items():
-    # Fine-tuned on ImageNet-1k at 384 px.
-    SOURCES[_preset]["imagenet21k+imagenet2012"] = _original("imagenet21k+imagenet2012", _name)
-for _preset in ("vit_b16", "vit_l16"):
-    SOURCES[_preset]["imagenet21k+imagenet2012_224"] = _original(
-        "imagenet21k+imagenet2012", _ORIGINAL_NAMES[_preset] + "-224"
-    )
-for _preset, (_name, _lr) in _I21K.items():
-    SOURCES[_preset]["augreg_in21k"] = _augreg(_name)
-    SOURCES[_preset]["augreg_in21k_ft_in1k"] = _augreg(_name + _FT.format(lr=_lr, res=224))
-for _preset, (_name, _lr) in _I21K_384.items():
-    if _preset != "vit_b8":
-        SOURCES[_preset]["augreg_in21k_ft_in1k_384"] = _augreg(_name + _FT.format(lr=_lr, res=384))
-for _preset, _name in _I1K.items():
-    SOURCES[_preset]["augreg_in1k"] = _augreg(_name + _FT.format(lr="0.01", res=224))
-    SOURCES[_preset]["augreg_in1k_384"] = _augreg(_name + _FT.format(lr="0.01", res=384))
-
-
-# Hybrids. R50+ViT-B/16: the original files (224 px 21k pre-training with
-# pre_logits; the 384 px ImageNet-1k fine-tune). R26+S/32 and R+Ti/16: AugReg
+# The names of `weights=`:
+#   imagenet21k                   original, 224 px, ImageNet-21k head (21843 classes) after a pre_logits layer
+#   imagenet21k+imagenet2012      original, fine-tuned on ImageNet-1k at 384 px
+#   imagenet21k+imagenet2012_224  original, fine-tuned on ImageNet-1k at 224 px
+#   augreg_in21k                  AugReg, ImageNet-21k: the upstream of timm's `augreg_in21k_ft_in1k` files
+#   augreg_in21k_ft_in1k[_384]    AugReg, ImageNet-21k, fine-tuned on ImageNet-1k at 224 [384] px
+#   augreg_in1k[_384]             AugReg, ImageNet-1k only, fine-tuned at 224 [384] px
+# Hybrids: R50+ViT-B/16 has the original files; R26+S/32 and R+Ti/16 the AugReg
 # files, as timm's `vit_small_r26_s32_*` and `vit_tiny_r_s16_p8_*` load them.
-SOURCES["r50_vit_b16"]["imagenet21k"] = _original("imagenet21k", "R50+ViT-B_16")
-SOURCES["r50_vit_b16"]["imagenet21k+imagenet2012"] = _original("imagenet21k+imagenet2012", "R50+ViT-B_16")
-_R_TI = "R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
-SOURCES["r_vit_ti16"]["augreg_in21k"] = _augreg(_R_TI)
-SOURCES["r_vit_ti16"]["augreg_in21k_ft_in1k"] = _augreg(_R_TI + _FT.format(lr="0.03", res=224))
-SOURCES["r_vit_ti16"]["augreg_in21k_ft_in1k_384"] = _augreg(_R_TI + _FT.format(lr="0.03", res=384))
-_R26 = "R26_S_32-i21k-300ep-lr_0.001-aug_light0-wd_0.03-do_0.1-sd_0.1"  # upstream of the 224 fine-tune
-SOURCES["r26_vit_s32"]["augreg_in21k"] = _augreg(_R26)
-SOURCES["r26_vit_s32"]["augreg_in21k_ft_in1k"] = _augreg(_R26 + _FT.format(lr="0.03", res=224))
-SOURCES["r26_vit_s32"]["augreg_in21k_ft_in1k_384"] = _augreg(
-    "R26_S_32-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0" + _FT.format(lr="0.03", res=384)
-)
+SOURCES = {
+    "vit_ti16": {
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz"
+        ),
+        "augreg_in21k_ft_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz"
+        ),
+    },
+    "vit_s16": {
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz"
+        ),
+        "augreg_in21k_ft_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz"
+        ),
+        "augreg_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/S_16-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_224.npz"
+        ),
+        "augreg_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/S_16-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_384.npz"
+        ),
+    },
+    "vit_s32": {
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz"
+        ),
+        "augreg_in21k_ft_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz"
+        ),
+    },
+    "vit_b8": {
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_8-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_8-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_224.npz"
+        ),
+    },
+    "vit_b16": {
+        "imagenet21k": Source("https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz"),
+        "imagenet21k+imagenet2012": Source(
+            "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-B_16.npz"
+        ),
+        "imagenet21k+imagenet2012_224": Source(
+            "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-B_16-224.npz"
+        ),
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_224.npz"
+        ),
+        "augreg_in21k_ft_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_384.npz"
+        ),
+        "augreg_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_224.npz"
+        ),
+        "augreg_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_384.npz"
+        ),
+    },
+    "vit_b32": {
+        "imagenet21k": Source("https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_32.npz"),
+        "imagenet21k+imagenet2012": Source(
+            "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-B_32.npz"
+        ),
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz"
+        ),
+        # timm's B/32 384 px fine-tune starts from another upstream run than the 224 px one.
+        "augreg_in21k_ft_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz"
+        ),
+        "augreg_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_32-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_224.npz"
+        ),
+        "augreg_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/B_32-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_384.npz"
+        ),
+    },
+    "vit_l16": {
+        "imagenet21k": Source("https://storage.googleapis.com/vit_models/imagenet21k/ViT-L_16.npz"),
+        "imagenet21k+imagenet2012": Source(
+            "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-L_16.npz"
+        ),
+        "imagenet21k+imagenet2012_224": Source(
+            "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-L_16-224.npz"
+        ),
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_224.npz"
+        ),
+        "augreg_in21k_ft_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_384.npz"
+        ),
+    },
+    "vit_l32": {
+        "imagenet21k": Source("https://storage.googleapis.com/vit_models/imagenet21k/ViT-L_32.npz"),
+        "imagenet21k+imagenet2012": Source(
+            "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-L_32.npz"
+        ),
+    },
+    "vit_h14": {
+        "imagenet21k": Source("https://storage.googleapis.com/vit_models/imagenet21k/ViT-H_14.npz"),
+    },
+    "r_vit_ti16": {
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz"
+        ),
+        "augreg_in21k_ft_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz"
+        ),
+    },
+    "r26_vit_s32": {
+        "augreg_in21k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/R26_S_32-i21k-300ep-lr_0.001-aug_light0-wd_0.03-do_0.1-sd_0.1.npz"
+        ),
+        "augreg_in21k_ft_in1k": Source(
+            "https://storage.googleapis.com/vit_models/augreg/R26_S_32-i21k-300ep-lr_0.001-aug_light0-wd_0.03-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.03-res_224.npz"
+        ),
+        # Another upstream run than the 224 px fine-tune, as for B/32.
+        "augreg_in21k_ft_in1k_384": Source(
+            "https://storage.googleapis.com/vit_models/augreg/R26_S_32-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz"
+        ),
+    },
+    "r50_vit_b16": {
+        "imagenet21k": Source("https://storage.googleapis.com/vit_models/imagenet21k/R50+ViT-B_16.npz"),
+        "imagenet21k+imagenet2012": Source(
+            "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/R50+ViT-B_16.npz"
+        ),
+    },
+}
 
 
 def list_sources(preset):

@@ -13,9 +13,7 @@ class ClassToken(keras.layers.Layer):
     """
 
     def build(self, input_shape):
-        self.token = self.add_weight(
-            name="token", shape=(1, 1, input_shape[-1]), initializer="zeros"
-        )
+        self.token = self.add_weight(name="token", shape=(1, 1, input_shape[-1]), initializer="zeros")
 
     def call(self, tokens):
         batch_size = ops.shape(tokens)[0]

@@ -34,9 +34,7 @@ class PatchEmbedding(keras.layers.Layer):
             shape=(self.patch_size, self.patch_size, channels, self.hidden_dim),
             initializer="lecun_normal",
         )
-        self.bias = self.add_weight(
-            name="bias", shape=(self.hidden_dim,), initializer="zeros"
-        )
+        self.bias = self.add_weight(name="bias", shape=(self.hidden_dim,), initializer="zeros")
 
     def call(self, images):
         x = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid")
@@ -65,6 +63,19 @@ class PatchEmbedding(keras.layers.Layer):
         config = super().get_config()
         config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim)
         return config
+
+
+def image_size_pair(image_size):
+    """`(height, width)` from an int (a square) or a pair of ints."""
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    if (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(isinstance(s, int) for s in image_size)
+    ):
+        return tuple(image_size)
+    raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}.")
 
 
 def grid_size(image_size, patch_size):

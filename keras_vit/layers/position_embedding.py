@@ -83,9 +83,7 @@ def sincos_2d_embeddings(grid_size, hidden_dim, temperature=10_000.0):
     return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
 
 
-def resize_position_embeddings(
-    embeddings, source_grid, target_grid, num_prefix_tokens=1, method="bilinear"
-):
+def resize_position_embeddings(embeddings, source_grid, target_grid, num_prefix_tokens=1, method="bilinear"):
     """Resizes learned position embeddings to another patch grid.
 
     The prefix (class token) entries are kept; the grid part is interpolated

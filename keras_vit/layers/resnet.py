@@ -26,7 +26,9 @@ class StdConv2D(keras.layers.Conv2D):
     Weights: `kernel` `(kh, kw, in, out)` (HWIO, the original layout).
     """
 
-    def __init__(self, filters, kernel_size, strides=1, epsilon=1e-5, padding="same", use_bias=False, **kwargs):
+    def __init__(
+        self, filters, kernel_size, strides=1, epsilon=1e-5, padding="same", use_bias=False, **kwargs
+    ):
         super().__init__(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias, **kwargs)
         self.epsilon = epsilon
 
