@@ -20,15 +20,23 @@ from keras_vit.export.data import check_pixels
 from keras_vit.export.errors import ExportError, VerificationError
 from keras_vit.export.files import check_writable, write_bytes
 from keras_vit.export.onnx_model import convert_onnx
+from keras_vit.export.options import FORMATS, QUANTIZATIONS, check_formats
 from keras_vit.export.saved_model import write_saved_model
-from keras_vit.export.tflite import QUANTIZATIONS, convert_tflite
+from keras_vit.export.tflite import convert_tflite
 from keras_vit.export.verify import format_table, keras_runner, verify, write_report
 
-FORMATS = ("saved_model", "tflite", "onnx")
 REPORT = "report.json"
 LABELS = "labels.txt"
 
-__all__ = ["ExportError", "VerificationError", "FORMATS", "QUANTIZATIONS", "export_model", "load_model"]
+__all__ = [
+    "ExportError",
+    "VerificationError",
+    "FORMATS",
+    "QUANTIZATIONS",
+    "check_formats",
+    "export_model",
+    "load_model",
+]
 
 
 def load_model(path):
@@ -87,8 +95,8 @@ def export_model(
     reference = keras_runner(model)
     rows = []
 
-    def add(kind, path, q):
-        row = verify(kind, path, q, reference, verify_images, threads=threads)
+    def add(file_format, path, q):
+        row = verify(file_format, path, q, reference, verify_images, threads=threads)
         row["file"] = os.path.relpath(path, out_dir)
         rows.append(row)
 
@@ -127,17 +135,7 @@ def export_model(
 
 
 def _check_options(model, formats, quantize, class_names, calibration_images):
-    formats, quantize = tuple(formats), tuple(quantize)
-    for name in formats:
-        if name not in FORMATS:
-            raise ExportError(f"Unknown format {name!r}; expected some of {', '.join(FORMATS)}.")
-    for q in quantize:
-        if q not in QUANTIZATIONS:
-            raise ExportError(f"Unknown quantization {q!r}; expected some of {', '.join(QUANTIZATIONS)}.")
-    if not formats or not quantize:
-        raise ExportError("Nothing to export: give at least one format and one quantization.")
-    if quantize != ("fp32",) and "tflite" not in formats:
-        raise ExportError(f"Quantization {quantize} applies to TFLite only; add the 'tflite' format.")
+    formats, quantize = check_formats(formats, quantize)
     if "int8" in quantize and (calibration_images is None or len(calibration_images) < 2):
         raise ExportError(
             "quantize 'int8' needs calibration images (a few hundred from the training data): "

@@ -5,11 +5,15 @@ prints the comparison with Keras and writes it to DIR/report.json.
 """
 
 import argparse
-import os
 import sys
 
 from keras_vit.export import (
-    FORMATS, QUANTIZATIONS, ExportError, VerificationError, export_model, load_model,
+    FORMATS,
+    QUANTIZATIONS,
+    ExportError,
+    VerificationError,
+    export_model,
+    load_model,
 )
 from keras_vit.export.data import load_images
 
@@ -22,7 +26,9 @@ def parse_args(argv):
         "--format", nargs="+", default=list(FORMATS), help=f"some of {', '.join(FORMATS)} (default: all)"
     )
     parser.add_argument(
-        "--quantize", nargs="+", default=["fp32"],
+        "--quantize",
+        nargs="+",
+        default=["fp32"],
         help=f"TFLite variants, some of {', '.join(QUANTIZATIONS)} (default: fp32); "
         "'dynamic' is dynamic-range int8, 'int8' full-integer int8 (needs --calibration)",
     )
@@ -58,8 +64,14 @@ def main(argv=None):
             with open(args.class_names) as f:
                 class_names = [line.strip() for line in f if line.strip()]
         export_model(
-            model, args.out, formats=args.format, quantize=args.quantize, calibration_images=calibration,
-            verify_images=verify, class_names=class_names, dynamic_batch=args.dynamic_batch,
+            model,
+            args.out,
+            formats=args.format,
+            quantize=args.quantize,
+            calibration_images=calibration,
+            verify_images=verify,
+            class_names=class_names,
+            dynamic_batch=args.dynamic_batch,
             threads=args.threads,
         )
     except (ExportError, VerificationError, OSError) as error:

@@ -6,8 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.export.errors import ExportError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+from keras_vit.images import load_image_folder
 
 
 def load_images(path, image_size, limit=None, what=None):
@@ -20,16 +19,10 @@ def load_images(path, image_size, limit=None, what=None):
     """
     label = f"{what} {path}" if what else path
     if os.path.isdir(path):
-        files = sorted(
-            os.path.join(root, name)
-            for root, _, names in os.walk(path)
-            for name in names
-            if name.lower().endswith(IMAGE_EXTENSIONS)
-        )[:limit]
-        if not files:
-            raise ExportError(f"{path} holds no images ({', '.join(IMAGE_EXTENSIONS)} files).")
-        images = [tf.image.resize(_decode(f), image_size) for f in files]
-        return np.stack([image.numpy() for image in images]).astype("float32")
+        try:
+            return load_image_folder(path, image_size, limit)
+        except ValueError as error:
+            raise ExportError(f"{what}: {error}" if what else str(error)) from None
     if path.endswith(".npy") and os.path.isfile(path):
         try:
             images = np.load(path, allow_pickle=False)[:limit].astype("float32")
@@ -44,10 +37,6 @@ def load_images(path, image_size, limit=None, what=None):
             images = tf.image.resize(images, image_size).numpy()
         return images
     raise ExportError(f"Image data {path!r} is neither a folder of images nor a .npy file.")
-
-
-def _decode(file):
-    return tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
 
 
 def check_pixels(images, name):

@@ -8,8 +8,8 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 
 from keras_vit.export.errors import ExportError
+from keras_vit.export.options import check_formats
 
-QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
 _BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
@@ -22,8 +22,7 @@ def convert_tflite(model, quantize="fp32", calibration_images=None, dynamic_batc
     calibrated on `calibration_images` `(N, H, W, 3)`; float32 input and
     output). Only TFLite builtin ops are allowed (no Flex ops).
     """
-    if quantize not in QUANTIZATIONS:
-        raise ExportError(f"Unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZATIONS)}.")
+    check_formats(("tflite",), (quantize,))
     if quantize == "int8" and (calibration_images is None or len(calibration_images) == 0):
         raise ExportError(
             "quantize='int8' needs calibration images (a few hundred from the training data): "

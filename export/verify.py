@@ -27,7 +27,11 @@ MIN_TOP1_AGREEMENT = {"dynamic": 0.98, "int8": 0.90}
 
 
 class SavedModelRunner:
-    def __init__(self, path, threads=2):
+    """A SavedModel in TensorFlow: float32 logits of images `(B, H, W, 3)`, and
+    of uint8 pixels through the `serving_uint8` signature. It runs on the
+    process's TensorFlow thread pool, which cannot be sized per model."""
+
+    def __init__(self, path):
         self.loaded = tf.saved_model.load(path)
         self.default = self.loaded.signatures["serving_default"]
         self.uint8 = self.loaded.signatures["serving_uint8"]
@@ -40,6 +44,10 @@ class SavedModelRunner:
 
 
 class TFLiteRunner:
+    """A `.tflite` file in the LiteRT interpreter on `threads` threads: logits of
+    images `(B, H, W, 3)`, one image per invocation unless the file takes a
+    dynamic batch."""
+
     def __init__(self, path, threads=2):
         self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.input = self.interpreter.get_input_details()[0]
@@ -66,6 +74,9 @@ class TFLiteRunner:
 
 
 class OnnxRunner:
+    """An `.onnx` file in onnxruntime (CPU, `threads` intra-op threads): logits
+    of images `(B, H, W, 3)`."""
+
     def __init__(self, path, threads=2):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
@@ -75,9 +86,6 @@ class OnnxRunner:
 
     def __call__(self, images):
         return self.session.run(["logits"], {self.input: images})[0]
-
-
-RUNNERS = {"saved_model": SavedModelRunner, "tflite": TFLiteRunner, "onnx": OnnxRunner}
 
 
 def median_latency(fn, image, runs=20, warmup=3):
@@ -98,23 +106,31 @@ def keras_runner(model):
     return lambda images: forward(tf.constant(images)).numpy()
 
 
-def verify(kind, path, quantize, reference, images, threads=2, runs=20):
+def open_runner(file_format, path, threads):
+    """The runner of a `file_format` file (one of FORMATS); `threads` sizes
+    LiteRT's and onnxruntime's pools."""
+    if file_format == "saved_model":
+        return SavedModelRunner(path)
+    return {"tflite": TFLiteRunner, "onnx": OnnxRunner}[file_format](path, threads)
+
+
+def verify(file_format, path, quantize, reference, images, threads=2, runs=20):
     """Loads `path` with its own runtime, runs it on `images` and compares
     with `reference(images)`, the Keras logits. Returns a report row (a dict)."""
     expected = reference(images)
     try:
-        runner = RUNNERS[kind](path, threads=threads)
+        runner = open_runner(file_format, path, threads)
         got = runner(images)
     except Exception as error:
         raise ExportError(f"{path} was written but does not load and run in its runtime: {error}") from error
     diff = float(np.max(np.abs(got - expected)))
-    if kind == "saved_model":
+    if file_format == "saved_model":
         # The uint8 signature, on the same pixels rounded to integers.
         pixels = np.clip(np.round(images), 0, 255)
         uint8_diff = runner.uint8_logits(pixels.astype("uint8")) - reference(pixels.astype("float32"))
         diff = float(np.max([diff, np.max(np.abs(uint8_diff))]))  # np.max keeps a NaN; max() may drop it
     row = dict(
-        format=kind,
+        format=file_format,
         quantize=quantize,
         file=path,
         size_bytes=path_size(path),
@@ -139,7 +155,7 @@ def verify(kind, path, quantize, reference, images, threads=2, runs=20):
             row["failures"].append(
                 f"top-1 agreement {row['top1_agreement']:.1%} < {row['min_top1_agreement']:.0%}"
             )
-    if kind == "tflite":
+    if file_format == "tflite":
         with open(path, "rb") as f:
             ops = tflite_ops(f.read())
         row["ops"] = sorted(ops)

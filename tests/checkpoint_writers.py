@@ -10,8 +10,19 @@ from safetensors.numpy import save_file
 POSEMB = "Transformer/posembed_input/pos_embedding"
 
 
-def random_params(seed=0, hidden=32, heads=4, mlp=64, layers=2, patch=8, grid=4, classes=7,
-                  representation=None, scale=0.2, channels=3):
+def random_params(
+    seed=0,
+    hidden=32,
+    heads=4,
+    mlp=64,
+    layers=2,
+    patch=8,
+    grid=4,
+    classes=7,
+    representation=None,
+    scale=0.2,
+    channels=3,
+):
     """Original-layout params (`Transformer/encoderblock_0/...`) with random values."""
     rng = np.random.default_rng(seed)
     k = hidden // heads
@@ -19,8 +30,12 @@ def random_params(seed=0, hidden=32, heads=4, mlp=64, layers=2, patch=8, grid=4,
     def r(*shape, base=0.0):
         return (base + scale * rng.standard_normal(shape)).astype(np.float32)
 
-    p = {"embedding/kernel": r(patch, patch, channels, hidden), "embedding/bias": r(hidden),
-         "cls": r(1, 1, hidden), POSEMB: r(1, 1 + grid * grid, hidden)}
+    p = {
+        "embedding/kernel": r(patch, patch, channels, hidden),
+        "embedding/bias": r(hidden),
+        "cls": r(1, 1, hidden),
+        POSEMB: r(1, 1 + grid * grid, hidden),
+    }
     for i in range(layers):
         b = f"Transformer/encoderblock_{i}/"
         for norm in ("LayerNorm_0", "LayerNorm_2"):
@@ -48,14 +63,21 @@ def random_resnet_params(seed=1, stages=(2, 1), width=32, scale=0.2):
     def r(*shape, base=0.0):
         return (base + scale * rng.standard_normal(shape)).astype(np.float32)
 
-    p = {"conv_root/kernel": r(7, 7, 3, width),
-         "gn_root/scale": r(1, 1, 1, width, base=1.0), "gn_root/bias": r(1, 1, 1, width)}
+    p = {
+        "conv_root/kernel": r(7, 7, 3, width),
+        "gn_root/scale": r(1, 1, 1, width, base=1.0),
+        "gn_root/bias": r(1, 1, 1, width),
+    }
     channels = width
     for i, units in enumerate(stages):
         features = width * 2**i
         for j in range(units):
             u = f"block{i + 1}/unit{j + 1}/"
-            shapes = {"1": (1, channels, features), "2": (3, features, features), "3": (1, features, 4 * features)}
+            shapes = {
+                "1": (1, channels, features),
+                "2": (3, features, features),
+                "3": (1, features, 4 * features),
+            }
             if j == 0:
                 shapes["_proj"] = (1, channels, 4 * features)
             for name, (k, cin, cout) in shapes.items():
@@ -73,8 +95,11 @@ def write_original(params, path):
 def write_big_vision(params, path, scan=False):
     """big_vision: under `params/`, per-type module numbering, position
     embeddings for the patches only (added before the class token)."""
-    renames = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
-               "LayerNorm_2": "LayerNorm_1", "MlpBlock_3": "MlpBlock_0"}
+    renames = {
+        "MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+        "LayerNorm_2": "LayerNorm_1",
+        "MlpBlock_3": "MlpBlock_0",
+    }
     out = {}
     for key, value in params.items():
         if key in (POSEMB, "cls"):
@@ -85,10 +110,18 @@ def write_big_vision(params, path, scan=False):
     out["cls"] = params["cls"] + params[POSEMB][:, :1]
     out["pos_embedding"] = params[POSEMB][:, 1:]
     if scan:
-        blocks = sorted({k.split("/")[1] for k in out if k.startswith("Transformer/encoderblock_")},
-                        key=lambda name: int(name.split("_")[1]))
-        for rest in [k[len("Transformer/encoderblock_0/"):] for k in out if k.startswith("Transformer/encoderblock_0/")]:
-            out[f"Transformer/encoderblock/{rest}"] = np.stack([out.pop(f"Transformer/{b}/{rest}") for b in blocks])
+        blocks = sorted(
+            {k.split("/")[1] for k in out if k.startswith("Transformer/encoderblock_")},
+            key=lambda name: int(name.split("_")[1]),
+        )
+        for rest in [
+            k[len("Transformer/encoderblock_0/") :]
+            for k in out
+            if k.startswith("Transformer/encoderblock_0/")
+        ]:
+            out[f"Transformer/encoderblock/{rest}"] = np.stack(
+                [out.pop(f"Transformer/{b}/{rest}") for b in blocks]
+            )
     np.savez(path, **{f"params/{k}": v for k, v in out.items()})
     return path
 
@@ -107,24 +140,43 @@ def _torch_blocks(params):
 
 def write_timm(params, path):
     hidden = params["embedding/bias"].shape[0]
-    t = {"patch_embed.proj.weight": params["embedding/kernel"].transpose(3, 2, 0, 1),
-         "patch_embed.proj.bias": params["embedding/bias"], "cls_token": params["cls"],
-         "pos_embed": params[POSEMB]}
+    t = {
+        "patch_embed.proj.weight": params["embedding/kernel"].transpose(3, 2, 0, 1),
+        "patch_embed.proj.bias": params["embedding/bias"],
+        "cls_token": params["cls"],
+        "pos_embed": params[POSEMB],
+    }
     t.update(_timm_resnet(params))
     for i, b in _torch_blocks(params):
         a = b + "MultiHeadDotProductAttention_1/"
-        t[f"blocks.{i}.norm1.weight"], t[f"blocks.{i}.norm1.bias"] = params[b + "LayerNorm_0/scale"], params[b + "LayerNorm_0/bias"]
-        t[f"blocks.{i}.attn.qkv.weight"] = np.concatenate([_linear(params[f"{a}{n}/kernel"]) for n in ("query", "key", "value")])
-        t[f"blocks.{i}.attn.qkv.bias"] = np.concatenate([params[f"{a}{n}/bias"].reshape(-1) for n in ("query", "key", "value")])
+        t[f"blocks.{i}.norm1.weight"], t[f"blocks.{i}.norm1.bias"] = (
+            params[b + "LayerNorm_0/scale"],
+            params[b + "LayerNorm_0/bias"],
+        )
+        t[f"blocks.{i}.attn.qkv.weight"] = np.concatenate(
+            [_linear(params[f"{a}{n}/kernel"]) for n in ("query", "key", "value")]
+        )
+        t[f"blocks.{i}.attn.qkv.bias"] = np.concatenate(
+            [params[f"{a}{n}/bias"].reshape(-1) for n in ("query", "key", "value")]
+        )
         t[f"blocks.{i}.attn.proj.weight"] = params[a + "out/kernel"].reshape(-1, hidden).T
         t[f"blocks.{i}.attn.proj.bias"] = params[a + "out/bias"]
-        t[f"blocks.{i}.norm2.weight"], t[f"blocks.{i}.norm2.bias"] = params[b + "LayerNorm_2/scale"], params[b + "LayerNorm_2/bias"]
+        t[f"blocks.{i}.norm2.weight"], t[f"blocks.{i}.norm2.bias"] = (
+            params[b + "LayerNorm_2/scale"],
+            params[b + "LayerNorm_2/bias"],
+        )
         for j in (0, 1):
             t[f"blocks.{i}.mlp.fc{j + 1}.weight"] = params[f"{b}MlpBlock_3/Dense_{j}/kernel"].T
             t[f"blocks.{i}.mlp.fc{j + 1}.bias"] = params[f"{b}MlpBlock_3/Dense_{j}/bias"]
-    t["norm.weight"], t["norm.bias"] = params["Transformer/encoder_norm/scale"], params["Transformer/encoder_norm/bias"]
+    t["norm.weight"], t["norm.bias"] = (
+        params["Transformer/encoder_norm/scale"],
+        params["Transformer/encoder_norm/bias"],
+    )
     if "pre_logits/kernel" in params:
-        t["pre_logits.fc.weight"], t["pre_logits.fc.bias"] = params["pre_logits/kernel"].T, params["pre_logits/bias"]
+        t["pre_logits.fc.weight"], t["pre_logits.fc.bias"] = (
+            params["pre_logits/kernel"].T,
+            params["pre_logits/bias"],
+        )
     t["head.weight"], t["head.bias"] = params["head/kernel"].T, params["head/bias"]
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}, path)
     return path
@@ -136,14 +188,19 @@ def _timm_resnet(params):
         return {}
     stem_only = "block1/unit1/conv1/kernel" not in params
     root = "patch_embed.backbone." if stem_only else "patch_embed.backbone.stem."
-    t = {root + "conv.weight": params["conv_root/kernel"].transpose(3, 2, 0, 1),
-         root + "norm.weight": params["gn_root/scale"].reshape(-1), root + "norm.bias": params["gn_root/bias"].reshape(-1)}
+    t = {
+        root + "conv.weight": params["conv_root/kernel"].transpose(3, 2, 0, 1),
+        root + "norm.weight": params["gn_root/scale"].reshape(-1),
+        root + "norm.bias": params["gn_root/bias"].reshape(-1),
+    }
     for key, value in params.items():
         parts = key.split("/")
         if not key.startswith("block"):
             continue
         stage, unit, layer, leaf = int(parts[0][5:]) - 1, int(parts[1][4:]) - 1, parts[2], parts[3]
-        name = {"conv_proj": "downsample.conv", "gn_proj": "downsample.norm"}.get(layer, layer.replace("gn", "norm"))
+        name = {"conv_proj": "downsample.conv", "gn_proj": "downsample.norm"}.get(
+            layer, layer.replace("gn", "norm")
+        )
         prefix = f"patch_embed.backbone.stages.{stage}.blocks.{unit}.{name}."
         if leaf == "kernel":
             t[prefix + "weight"] = value.transpose(3, 2, 0, 1)
@@ -157,26 +214,41 @@ def write_hf(params, path, prefix="vit."):
     prefix "", `ViTModel` (the pre-logits as `pooler.dense`, no head)."""
     hidden = params["embedding/bias"].shape[0]
     e = prefix + "embeddings."
-    t = {e + "patch_embeddings.projection.weight": params["embedding/kernel"].transpose(3, 2, 0, 1),
-         e + "patch_embeddings.projection.bias": params["embedding/bias"], e + "cls_token": params["cls"],
-         e + "position_embeddings": params[POSEMB]}
+    t = {
+        e + "patch_embeddings.projection.weight": params["embedding/kernel"].transpose(3, 2, 0, 1),
+        e + "patch_embeddings.projection.bias": params["embedding/bias"],
+        e + "cls_token": params["cls"],
+        e + "position_embeddings": params[POSEMB],
+    }
     for i, b in _torch_blocks(params):
         layer = f"{prefix}encoder.layer.{i}."
         a = b + "MultiHeadDotProductAttention_1/"
-        t[layer + "layernorm_before.weight"], t[layer + "layernorm_before.bias"] = params[b + "LayerNorm_0/scale"], params[b + "LayerNorm_0/bias"]
+        t[layer + "layernorm_before.weight"], t[layer + "layernorm_before.bias"] = (
+            params[b + "LayerNorm_0/scale"],
+            params[b + "LayerNorm_0/bias"],
+        )
         for n in ("query", "key", "value"):
             t[f"{layer}attention.attention.{n}.weight"] = _linear(params[f"{a}{n}/kernel"])
             t[f"{layer}attention.attention.{n}.bias"] = params[f"{a}{n}/bias"].reshape(-1)
         t[layer + "attention.output.dense.weight"] = params[a + "out/kernel"].reshape(-1, hidden).T
         t[layer + "attention.output.dense.bias"] = params[a + "out/bias"]
-        t[layer + "layernorm_after.weight"], t[layer + "layernorm_after.bias"] = params[b + "LayerNorm_2/scale"], params[b + "LayerNorm_2/bias"]
+        t[layer + "layernorm_after.weight"], t[layer + "layernorm_after.bias"] = (
+            params[b + "LayerNorm_2/scale"],
+            params[b + "LayerNorm_2/bias"],
+        )
         t[layer + "intermediate.dense.weight"] = params[b + "MlpBlock_3/Dense_0/kernel"].T
         t[layer + "intermediate.dense.bias"] = params[b + "MlpBlock_3/Dense_0/bias"]
         t[layer + "output.dense.weight"] = params[b + "MlpBlock_3/Dense_1/kernel"].T
         t[layer + "output.dense.bias"] = params[b + "MlpBlock_3/Dense_1/bias"]
-    t[prefix + "layernorm.weight"], t[prefix + "layernorm.bias"] = params["Transformer/encoder_norm/scale"], params["Transformer/encoder_norm/bias"]
+    t[prefix + "layernorm.weight"], t[prefix + "layernorm.bias"] = (
+        params["Transformer/encoder_norm/scale"],
+        params["Transformer/encoder_norm/bias"],
+    )
     if "pre_logits/kernel" in params:
-        t[prefix + "pooler.dense.weight"], t[prefix + "pooler.dense.bias"] = params["pre_logits/kernel"].T, params["pre_logits/bias"]
+        t[prefix + "pooler.dense.weight"], t[prefix + "pooler.dense.bias"] = (
+            params["pre_logits/kernel"].T,
+            params["pre_logits/bias"],
+        )
     if "head/kernel" in params:
         t["classifier.weight"], t["classifier.bias"] = params["head/kernel"].T, params["head/bias"]
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}, path)

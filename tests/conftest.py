@@ -1,18 +1,20 @@
+"""Pytest set-up for every test: quiet TensorFlow on the TensorFlow backend,
+the tiny_config fixture, and op determinism reset after each test."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
+from helpers import TINY_VIT  # noqa: E402
 from tensorflow.python.framework import config as tf_config  # noqa: E402
-
-from helpers import TINY  # noqa: E402
 
 
 @pytest.fixture
 def tiny_config():
     """A ViT small enough for unit tests: 16 patches of 8x8, D=32, 2 blocks."""
-    return dict(TINY)
+    return dict(TINY_VIT)
 
 
 @pytest.fixture(autouse=True)

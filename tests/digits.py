@@ -26,8 +26,15 @@ def train_digits_vit(position_embedding="learned", pooling="token", epochs=20, s
     order = np.random.default_rng(seed).permutation(len(images))
     images, labels = images[order], labels[order]
     model = keras_vit.ViT(
-        image_size=24, patch_size=4, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64,
-        num_classes=10, pooling=pooling, position_embedding=position_embedding,
+        image_size=24,
+        patch_size=4,
+        hidden_dim=32,
+        num_layers=2,
+        num_heads=4,
+        mlp_dim=64,
+        num_classes=10,
+        pooling=pooling,
+        position_embedding=position_embedding,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),

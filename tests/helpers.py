@@ -1,19 +1,60 @@
-"""Helpers shared by the tests: random weights, images, the original names."""
+"""The tests' shared helpers (test modules import from here, never from each
+other): the tiny ViT and hybrid configs, a tiny training run's command line,
+the repository's root and the environment for subprocesses, random weights and
+images, and the weights under the original checkpoints' names."""
+
+import os
 
 import numpy as np
 
-TINY = dict(
+# The repository's root, and the environment of the programs run in subprocesses.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+
+# keras_vit.ViT keyword arguments for a ViT small enough for unit tests:
+# 16 patches of 8x8, D=32, 2 blocks.
+TINY_VIT = dict(
     image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64, num_classes=7
 )
+
+# Command-line flags of the training program for a tiny run on digits: 16x16
+# images, 16 patches, D=16, one block, 3 epochs of 4 steps. Augmentation is off:
+# its random draws in parallel tf.data maps are not reproducible from run to run.
+TINY_RUN = [
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--steps-per-epoch",
+    "4",
+    "--epochs",
+    "3",
+    "--set",
+    'model={"patch_size": 4, "hidden_dim": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32}',
+    "--set",
+    "augment={}",
+    "--set",
+    "warmup_steps=2",
+    "--set",
+    "fewshot=[]",
+    "--set",
+    "jit_compile=false",
+    "--set",
+    "verbose=2",
+    "--set",
+    "export=null",
+]
 
 
 def randomize(model, seed=0, scale=0.2):
     """Gives every weight random values (the zero-initialised head too)."""
     rng = np.random.default_rng(seed)
-    model.set_weights([
-        (1.0 if w.path.endswith("gamma") else 0.0) + scale * rng.standard_normal(w.shape)
-        for w in model.weights
-    ])
+    model.set_weights(
+        [
+            (1.0 if w.path.endswith("gamma") else 0.0) + scale * rng.standard_normal(w.shape)
+            for w in model.weights
+        ]
+    )
     return model
 
 
@@ -30,20 +71,39 @@ def original_params(model):
     if model.pooling == "token":
         p["cls"] = model.get_layer("class_token").token.numpy()
     if model.position_embedding == "learned":
-        p["Transformer/posembed_input/pos_embedding"] = model.get_layer("position_embedding").embeddings.numpy()
+        p["Transformer/posembed_input/pos_embedding"] = model.get_layer(
+            "position_embedding"
+        ).embeddings.numpy()
     for i in range(model.num_layers):
         block = model.get_layer(f"encoderblock_{i}")
         b = f"Transformer/encoderblock_{i}/"
-        p[b + "LayerNorm_0/scale"], p[b + "LayerNorm_0/bias"] = block.attention_norm.gamma.numpy(), block.attention_norm.beta.numpy()
-        p[b + "LayerNorm_2/scale"], p[b + "LayerNorm_2/bias"] = block.mlp_norm.gamma.numpy(), block.mlp_norm.beta.numpy()
+        p[b + "LayerNorm_0/scale"], p[b + "LayerNorm_0/bias"] = (
+            block.attention_norm.gamma.numpy(),
+            block.attention_norm.beta.numpy(),
+        )
+        p[b + "LayerNorm_2/scale"], p[b + "LayerNorm_2/bias"] = (
+            block.mlp_norm.gamma.numpy(),
+            block.mlp_norm.beta.numpy(),
+        )
         a = block.attention
-        for name, dense in (("query", a.query_dense), ("key", a.key_dense), ("value", a.value_dense), ("out", a.output_dense)):
+        for name, dense in (
+            ("query", a.query_dense),
+            ("key", a.key_dense),
+            ("value", a.value_dense),
+            ("out", a.output_dense),
+        ):
             p[f"{b}MultiHeadDotProductAttention_1/{name}/kernel"] = dense.kernel.numpy()
             p[f"{b}MultiHeadDotProductAttention_1/{name}/bias"] = dense.bias.numpy()
         for j, dense in enumerate((block.mlp.dense_0, block.mlp.dense_1)):
-            p[f"{b}MlpBlock_3/Dense_{j}/kernel"], p[f"{b}MlpBlock_3/Dense_{j}/bias"] = dense.kernel.numpy(), dense.bias.numpy()
+            p[f"{b}MlpBlock_3/Dense_{j}/kernel"], p[f"{b}MlpBlock_3/Dense_{j}/bias"] = (
+                dense.kernel.numpy(),
+                dense.bias.numpy(),
+            )
     norm = model.get_layer("encoder_norm")
-    p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"] = norm.gamma.numpy(), norm.beta.numpy()
+    p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"] = (
+        norm.gamma.numpy(),
+        norm.beta.numpy(),
+    )
     for name in ("pre_logits", "head"):
         if any(layer.name == name for layer in model.layers):
             layer = model.get_layer(name)
@@ -51,15 +111,19 @@ def original_params(model):
     return p
 
 
-HYBRID = dict(TINY, patch_size=1, resnet_layers=(2, 1), resnet_width=0.5)
+# A hybrid (ResNet stem of two stages, then the Transformer on its 4x4 feature map).
+HYBRID = dict(TINY_VIT, patch_size=1, resnet_layers=(2, 1), resnet_width=0.5)
 
 
 def original_resnet_params(model):
     """The hybrid stem's weights under the original names (`conv_root/kernel`,
     `gn_root/scale`, `block1/unit1/conv1/kernel`, ...), read through the layers."""
     stem = model.get_layer("resnet")
-    p = {"conv_root/kernel": stem.conv_root.kernel.numpy(),
-         "gn_root/scale": stem.gn_root.gamma.numpy(), "gn_root/bias": stem.gn_root.beta.numpy()}
+    p = {
+        "conv_root/kernel": stem.conv_root.kernel.numpy(),
+        "gn_root/scale": stem.gn_root.gamma.numpy(),
+        "gn_root/bias": stem.gn_root.beta.numpy(),
+    }
     for i, stage in enumerate(stem.stages):
         for j, unit in enumerate(stage.units):
             u = f"block{i + 1}/unit{j + 1}/"

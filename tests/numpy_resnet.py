@@ -8,7 +8,6 @@ patches times a matrix. Weights come in the original checkpoint names
 """
 
 import numpy as np
-
 import numpy_vit
 
 
@@ -28,7 +27,7 @@ def windows(x, kernel, stride, fill):
     out = np.empty((b, out_h, out_w, kernel, kernel, c))
     for i in range(out_h):
         for j in range(out_w):
-            out[:, i, j] = x[:, i * stride:i * stride + kernel, j * stride:j * stride + kernel]
+            out[:, i, j] = x[:, i * stride : i * stride + kernel, j * stride : j * stride + kernel]
     return out
 
 

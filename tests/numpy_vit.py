@@ -50,8 +50,18 @@ def attention(x, params, prefix, num_heads):
     return np.einsum("bqhk,hkd->bqd", out, params[f"{prefix}out/kernel"]) + params[f"{prefix}out/bias"], probs
 
 
-def forward(params, images, *, patch_size, num_heads, pooling="token", gelu_approximate=True,
-            layer_norm_epsilon=1e-6, include_rescaling=True, position_embeddings=None):
+def forward(
+    params,
+    images,
+    *,
+    patch_size,
+    num_heads,
+    pooling="token",
+    gelu_approximate=True,
+    layer_norm_epsilon=1e-6,
+    include_rescaling=True,
+    position_embeddings=None,
+):
     """Returns dict(logits, pooled, tokens, hidden_states, attention) in float64.
 
     `position_embeddings` overrides the learned ones (e.g. sin-cos); without
@@ -82,7 +92,9 @@ def forward(params, images, *, patch_size, num_heads, pooling="token", gelu_appr
         hidden_states.append(x)
         attentions.append(probs)
         i += 1
-    tokens = layer_norm(x, p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"], layer_norm_epsilon)
+    tokens = layer_norm(
+        x, p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"], layer_norm_epsilon
+    )
     pooled = tokens[:, 0] if pooling == "token" else tokens.mean(axis=1)
     if "pre_logits/kernel" in p:
         pooled = np.tanh(pooled @ p["pre_logits/kernel"] + p["pre_logits/bias"])

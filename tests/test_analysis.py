@@ -5,19 +5,19 @@ import os
 
 import keras
 import numpy as np
+import numpy_resnet
+import numpy_vit
 import pytest
-from helpers import HYBRID, TINY, original_params, original_resnet_params, random_images, randomize
+from helpers import HYBRID, TINY_VIT, original_params, original_resnet_params, random_images, randomize
 from sklearn.decomposition import PCA
 
 import keras_vit
-import numpy_resnet
-import numpy_vit
 from keras_vit import analysis
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return randomize(keras_vit.ViT(**TINY))
+    return randomize(keras_vit.ViT(**TINY_VIT))
 
 
 def random_attention(shape, seed=0):
@@ -57,7 +57,7 @@ def test_rollout_rejects_wrong_shape():
 
 @pytest.mark.parametrize("pooling", ["token", "gap"])
 def test_attention_maps_and_rollout_on_a_model(pooling):
-    model = randomize(keras_vit.ViT(**{**TINY, "pooling": pooling}))
+    model = randomize(keras_vit.ViT(**{**TINY_VIT, "pooling": pooling}))
     images = random_images()
     maps = analysis.attention_maps(model, images)
     expected = numpy_vit.forward(original_params(model), images, patch_size=8, num_heads=4, pooling=pooling)
@@ -151,7 +151,7 @@ def test_position_embedding_similarity(tiny_model):
             cosine = table[a] @ table[b] / np.linalg.norm(table[a]) / np.linalg.norm(table[b])
             np.testing.assert_allclose(got[a // 4, a % 4, b // 4, b % 4], cosine, atol=1e-6)
     with pytest.raises(ValueError, match="position_embedding='none'"):
-        analysis.position_embedding_similarity(keras_vit.ViT(**TINY, position_embedding="none"))
+        analysis.position_embedding_similarity(keras_vit.ViT(**TINY_VIT, position_embedding="none"))
 
 
 def test_patch_embedding_filters_match_sklearn_pca(tiny_model):
@@ -168,14 +168,16 @@ def test_shuffle_patches_permutes_the_raw_patches():
     images = random_images(size=(32, 48))
     permutation = np.random.default_rng(0).permutation(24)
     shuffled = analysis.shuffle_patches(images, 8, permutation)
-    np.testing.assert_array_equal(numpy_vit.patchify(shuffled, 8), numpy_vit.patchify(images, 8)[:, permutation])
+    np.testing.assert_array_equal(
+        numpy_vit.patchify(shuffled, 8), numpy_vit.patchify(images, 8)[:, permutation]
+    )
     with pytest.raises(ValueError, match="a permutation of 0..23"):
         analysis.shuffle_patches(images, 8, [0, 1, 2])
 
 
 @pytest.mark.parametrize("pooling", ["token", "gap"])
 def test_without_position_embeddings_the_model_is_permutation_invariant(pooling):
-    model = randomize(keras_vit.ViT(**{**TINY, "pooling": pooling}))
+    model = randomize(keras_vit.ViT(**{**TINY_VIT, "pooling": pooling}))
     images = random_images()
     effect = analysis.position_embedding_effect(model, images, seed=3)
     # The copy is the model's weights less the position embeddings (checked on the reference).
@@ -210,8 +212,10 @@ def test_trained_digits_position_embeddings():
             row_col.append(s[line].mean())
             rest.append(s[other].mean())
     row_col, rest = np.array(row_col), np.array(rest)
-    print(f"digits accuracy {accuracy:.3f}; mean similarity along own row/column {row_col.mean():.3f}, "
-          f"elsewhere {rest.mean():.3f}; row/column higher for {np.mean(row_col > rest):.0%} of patches")
+    print(
+        f"digits accuracy {accuracy:.3f}; mean similarity along own row/column {row_col.mean():.3f}, "
+        f"elsewhere {rest.mean():.3f}; row/column higher for {np.mean(row_col > rest):.0%} of patches"
+    )
     assert row_col.mean() > rest.mean()
 
 
@@ -243,8 +247,11 @@ def test_cli_writes_the_pictures(tiny_model, tmp_path, capsys):
     out = tmp_path / "out"
     assert main([model_path, str(folder), "--out", str(out)]) == 0
     assert sorted(os.listdir(out)) == [
-        "attention_rollout.png", "mean_attention_distance.png", "patch_embedding_filters.png",
-        "position_embedding_effect.png", "position_embedding_similarity.png",
+        "attention_rollout.png",
+        "mean_attention_distance.png",
+        "patch_embedding_filters.png",
+        "position_embedding_effect.png",
+        "position_embedding_similarity.png",
     ]
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing.keras"), str(folder), "--out", str(out)])

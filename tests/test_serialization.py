@@ -13,10 +13,14 @@ from keras_vit import layers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("overrides", [
-    {}, dict(pooling="gap", representation_size=16, gelu_approximate=False, image_size=(32, 48)),
-    dict(position_embedding="sincos2d", include_rescaling=False, drop_path_rate=0.1),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        dict(pooling="gap", representation_size=16, gelu_approximate=False, image_size=(32, 48)),
+        dict(position_embedding="sincos2d", include_rescaling=False, drop_path_rate=0.1),
+    ],
+)
 def test_keras_file_round_trip(tiny_config, tmp_path, overrides):
     model = randomize(keras_vit.ViT(**{**tiny_config, **overrides}))
     images = random_images(size=model.image_size)
@@ -45,20 +49,30 @@ def test_config_round_trip(tiny_config):
     assert clone.dtype_policy.name == "mixed_bfloat16"
 
 
-@pytest.mark.parametrize("layer", [
-    layers.PatchEmbedding(4, 8),
-    layers.ClassToken(),
-    layers.PositionEmbedding((2, 3), num_prefix_tokens=0, kind="sincos2d"),
-    layers.TransformerBlock(2, 16, dropout_rate=0.1, attention_dropout_rate=0.2, drop_path_rate=0.3,
-                            gelu_approximate=False, layer_norm_epsilon=1e-12),
-    layers.MlpBlock(16, dropout_rate=0.1, gelu_approximate=False),
-    layers.MultiHeadSelfAttention(2, dropout_rate=0.1),
-    layers.DropPath(0.25, seed=3),
-    layers.StdConv2D(8, 3, strides=2, epsilon=1e-4),
-    layers.ResNetUnit(16, strides=2),
-    layers.ResNetStage(2, 16, strides=2),
-    layers.ResNetStem((1, 2), width_factor=0.5),
-])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        layers.PatchEmbedding(4, 8),
+        layers.ClassToken(),
+        layers.PositionEmbedding((2, 3), num_prefix_tokens=0, kind="sincos2d"),
+        layers.TransformerBlock(
+            2,
+            16,
+            dropout_rate=0.1,
+            attention_dropout_rate=0.2,
+            drop_path_rate=0.3,
+            gelu_approximate=False,
+            layer_norm_epsilon=1e-12,
+        ),
+        layers.MlpBlock(16, dropout_rate=0.1, gelu_approximate=False),
+        layers.MultiHeadSelfAttention(2, dropout_rate=0.1),
+        layers.DropPath(0.25, seed=3),
+        layers.StdConv2D(8, 3, strides=2, epsilon=1e-4),
+        layers.ResNetUnit(16, strides=2),
+        layers.ResNetStage(2, 16, strides=2),
+        layers.ResNetStem((1, 2), width_factor=0.5),
+    ],
+)
 def test_layer_config_round_trip(layer):
     config = keras.saving.serialize_keras_object(layer)
     clone = keras.saving.deserialize_keras_object(config)
@@ -68,6 +82,7 @@ def test_layer_config_round_trip(layer):
 
 def test_save_to_preset_writes_config_and_weights(tiny_config, tmp_path):
     import json
+
     model = randomize(keras_vit.ViT(**tiny_config))
     model.save_to_preset(tmp_path / "preset")
     with open(tmp_path / "preset" / "config.json") as f:
@@ -102,6 +117,11 @@ def test_preset_of_a_compiled_model_loads_in_a_fresh_process(tiny_config, tmp_pa
         "got = model.predict(np.load(folder + '/images.npy'), verbose=0)\n"
         "np.testing.assert_allclose(got, np.load(folder + '/expected.npy'), atol=1e-6)\n"
     )
-    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr[-2000:]

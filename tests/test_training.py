@@ -1,7 +1,9 @@
-"""The training program: recipes, data, augmentation, few-shot evaluation,
-errors, and (in subprocesses) strategies and resuming after kill -9."""
+"""The training program in one process: learning-rate schedules and recipes,
+few-shot evaluation, data sets and the input pipeline, augmentation, config
+and CLI errors, a NaN loss, the export at a run's end, mixed bfloat16, and the
+same seed giving the same model. Strategies and resuming after kill -9 are in
+test_distribute.py."""
 
-import os
 import subprocess
 import sys
 
@@ -9,20 +11,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ENV, ROOT, TINY_RUN
 
 import keras_vit
-from training import augment, data, fewshot, recipes, strategy, train
-from training.__main__ import parse
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-# A tiny run on digits: 16x16 images, 16 patches, D=16, one block.
-TINY = [
-    "--image-size", "16", "--batch-size", "16", "--steps-per-epoch", "4", "--epochs", "3",
-    "--set", "model={\"patch_size\": 4, \"hidden_dim\": 16, \"num_layers\": 1, \"num_heads\": 2, \"mlp_dim\": 32}",
-    "--set", "augment={}", "--set", "warmup_steps=2", "--set", "fewshot=[]", "--set", "jit_compile=false",
-    "--set", "verbose=2", "--set", "export=null",
-]
+from keras_vit.training import augment, data, fewshot, recipes, strategy, train
+from keras_vit.training.__main__ import parse
 
 
 def test_warmup_decay_matches_formula():
@@ -67,18 +60,27 @@ def test_fewshot_matches_scikit_learn_ridge():
 def test_fewshot_features_are_the_pooled_outputs_with_their_labels():
     splits = data.load_splits("digits")
     ds = splits.test.take(40)
-    model = keras_vit.ViT(image_size=16, patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32,
-                          include_top=False)
+    model = keras_vit.ViT(
+        image_size=16, patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32, include_top=False
+    )
     pooled, labels = fewshot.features(model, ds, (16, 16), splits.num_classes, "bilinear", batch_size=16)
     np.testing.assert_array_equal(labels, [int(y) for _, y in ds.as_numpy_iterator()])
-    (images, _), = data.pipeline(ds, (16, 16), splits.num_classes, 40, training=False, drop_remainder=False)
+    ((images, _),) = data.pipeline(ds, (16, 16), splits.num_classes, 40, training=False, drop_remainder=False)
     np.testing.assert_allclose(pooled, model.predict(images, verbose=0), atol=1e-5)
 
 
 def test_mixup_cutmix_erasing_keep_shapes_and_label_mass():
-    opts = augment.options(dict(
-        inception_crop=True, translate=0.1, flip=True, randaugment=2, mixup=0.8, cutmix=1.0, erasing=0.5,
-    ))
+    opts = augment.options(
+        dict(
+            inception_crop=True,
+            translate=0.1,
+            flip=True,
+            randaugment=2,
+            mixup=0.8,
+            cutmix=1.0,
+            erasing=0.5,
+        )
+    )
     ds = tf.data.Dataset.from_tensor_slices((np.full((8, 12, 12, 3), 200, "uint8"), np.arange(8) % 4))
     batches = data.pipeline(ds, (16, 16), 4, 4, training=True, augment_options=opts)
     images, labels = next(iter(batches))
@@ -115,7 +117,11 @@ def test_tfds_by_name(monkeypatch):
     def fake_load(name, split, data_dir, as_supervised, with_info):
         calls.update(name=name, split=split, data_dir=data_dir)
         info = type("Info", (), {"features": {"label": type("L", (), {"num_classes": 10})()}})()
-        make = lambda n: tf.data.Dataset.from_tensor_slices((np.zeros((n, 32, 32, 3), "uint8"), np.zeros(n, "int64")))  # noqa: E731
+
+        def make(n):
+            images = np.zeros((n, 32, 32, 3), "uint8")
+            return tf.data.Dataset.from_tensor_slices((images, np.zeros(n, "int64")))
+
         return [make(9), make(1), make(2)], info
 
     monkeypatch.setattr(tfds, "load", fake_load)
@@ -139,15 +145,18 @@ def test_image_folder(tmp_path):
         data.load_splits(str(tmp_path))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "mnist_typo"], "Unknown data set 'mnist_typo'"),
-    (["--preset", "vit_z16"], "Unknown preset 'vit_z16'"),
-    (["--image-size", "18"], "not divisible"),
-    (["--set", 'image_size="abc"'], "image_size must be an int or \\(height, width\\), got 'abc'"),
-    (["--set", "recipe=adam"], "recipe must be one of 'finetune', 'pretrain', 'deit', got 'adam'"),
-    (["--set", "augment.mixups=1"], "Unknown augment option"),
-    (["--set", "epoch=3"], "Unknown config key 'epoch'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "mnist_typo"], "Unknown data set 'mnist_typo'"),
+        (["--preset", "vit_z16"], "Unknown preset 'vit_z16'"),
+        (["--image-size", "18"], "not divisible"),
+        (["--set", 'image_size="abc"'], "image_size must be an int or \\(height, width\\), got 'abc'"),
+        (["--set", "recipe=adam"], "recipe must be one of 'finetune', 'pretrain', 'deit', got 'adam'"),
+        (["--set", "augment.mixups=1"], "Unknown augment option"),
+        (["--set", "epoch=3"], "Unknown config key 'epoch'"),
+    ],
+)
 def test_bad_config_is_reported_before_training(args, message):
     with pytest.raises(ValueError, match=message):
         train.prepare(parse(args))
@@ -172,8 +181,12 @@ def test_empty_folder_and_bad_batch_and_tf_config(tmp_path):
 def test_cli_reports_errors_without_traceback(tmp_path):
     env = dict(ENV, TF_CONFIG='{"cluster": {"worker": ["127.0.0.1"]}}')
     result = subprocess.run(
-        [sys.executable, "-m", "training", "--output", str(tmp_path)], env=env, cwd=ROOT,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "keras_vit.training", "--output", str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: TF_CONFIG")
@@ -182,8 +195,16 @@ def test_cli_reports_errors_without_traceback(tmp_path):
 
 def test_run_exports_and_verifies(tmp_path):
     """The main job's last step: the export program writes and checks each file."""
-    config = parse([*TINY, "--output", str(tmp_path), "--set",
-                    'export={"formats": ["tflite", "onnx"], "quantize": ["fp32", "dynamic"], "calibration_images": 32}'])
+    config = parse(
+        [
+            *TINY_RUN,
+            "--output",
+            str(tmp_path),
+            "--set",
+            'export={"formats": ["tflite", "onnx"], "quantize": ["fp32", "dynamic"], '
+            '"calibration_images": 32}',
+        ]
+    )
     results = train.run(config)
     files = {row["file"]: row for row in results["export"]["files"]}
     assert set(files) == {"model_fp32.tflite", "model_dynamic.tflite", "model.onnx"}
@@ -194,16 +215,36 @@ def test_run_exports_and_verifies(tmp_path):
 
 
 def test_unknown_export_format_is_rejected_before_training(tmp_path):
-    config = parse([*TINY, "--output", str(tmp_path), "--set",
-                    'export={"formats": ["coreml"], "quantize": ["fp32"], "calibration_images": 8}'])
-    with pytest.raises(ValueError, match="Unknown export format or quantization 'coreml'"):
+    config = parse(
+        [
+            *TINY_RUN,
+            "--output",
+            str(tmp_path),
+            "--set",
+            'export={"formats": ["coreml"], "quantize": ["fp32"], "calibration_images": 8}',
+        ]
+    )
+    with pytest.raises(ValueError, match="export: Unknown format 'coreml'"):
         train.check(config)
 
 
 def test_nan_loss_stops_the_run_with_a_message(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "training", *TINY, "--learning-rate", "1e30", "--output", str(tmp_path)],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "keras_vit.training",
+            *TINY_RUN,
+            "--learning-rate",
+            "1e30",
+            "--output",
+            str(tmp_path),
+        ],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: The training loss became nan at step")
@@ -211,7 +252,17 @@ def test_nan_loss_stops_the_run_with_a_message(tmp_path):
 
 
 def test_mixed_bfloat16_with_steps_per_execution(tmp_path):
-    config = parse([*TINY, "--precision", "mixed_bfloat16", "--output", str(tmp_path), "--set", "steps_per_execution=2"])
+    config = parse(
+        [
+            *TINY_RUN,
+            "--precision",
+            "mixed_bfloat16",
+            "--output",
+            str(tmp_path),
+            "--set",
+            "steps_per_execution=2",
+        ]
+    )
     results = train.run(config)
     assert results["precision"] == "mixed_bfloat16" and results["steps"] == 12
     assert np.isfinite(results["test_loss"])
@@ -220,18 +271,41 @@ def test_mixed_bfloat16_with_steps_per_execution(tmp_path):
     assert model.predict(np.zeros((2, 16, 16, 3)), verbose=0).dtype == np.float32
     # model.keras loads in a process that never imported the training program.
     load = "import sys, keras, keras_vit; print(type(keras.models.load_model(sys.argv[1])).__name__)"
-    result = subprocess.run([sys.executable, "-c", load, str(tmp_path / "model.keras")],
-                            env=ENV, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", load, str(tmp_path / "model.keras")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.strip() == "ViT", result.stderr[-2000:]
 
 
 def test_same_seed_same_model(tmp_path):
     """The main job's recipe (augmentation, drop-path, XLA), shortened: two runs
     of one seed give identical weights; another seed does not."""
+
     def weights(name, seed):
-        config = parse(["--steps-per-epoch", "6", "--epochs", "2", "--seed", str(seed),
-                        "--output", str(tmp_path / name), "--set", "fewshot=[]", "--set", "export=null",
-                        "--set", "verbose=0", "--set", "warmup_steps=2"])
+        config = parse(
+            [
+                "--steps-per-epoch",
+                "6",
+                "--epochs",
+                "2",
+                "--seed",
+                str(seed),
+                "--output",
+                str(tmp_path / name),
+                "--set",
+                "fewshot=[]",
+                "--set",
+                "export=null",
+                "--set",
+                "verbose=0",
+                "--set",
+                "warmup_steps=2",
+            ]
+        )
         return train.run(config), keras.models.load_model(tmp_path / name / "model.keras").get_weights()
 
     (first, a), (second, b), (_, c) = weights("a", 0), weights("b", 0), weights("c", 1)

@@ -36,18 +36,23 @@ FLAGS = {
 def argument_parser():
     defaults = configs.load_config(configs.DEFAULT)
     parser = argparse.ArgumentParser(
-        prog="python -m keras_vit.training", description=__doc__.split("\n\n")[1],
+        prog="python -m keras_vit.training",
+        description=__doc__.split("\n\n")[1],
         epilog=f"Defaults shown are those of config {configs.DEFAULT}; another --config brings its own.",
     )
     parser.add_argument(
-        "--config", default=configs.DEFAULT,
+        "--config",
+        default=configs.DEFAULT,
         help=f"one of {', '.join(configs.list_configs())} or a .json path (default: {configs.DEFAULT})",
     )
     for key, text in FLAGS.items():
         default = defaults[key] if isinstance(defaults[key], str) else json.dumps(defaults[key])
         parser.add_argument("--" + key.replace("_", "-"), dest=key, help=f"{text} (default: {default})")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override any config key, e.g. --set augment.mixup=0.8 (a value is read as JSON if it can be)",
     )
     return parser

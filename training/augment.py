@@ -1,7 +1,8 @@
 """Augmentation in the tf.data pipeline, with Keras' own layers.
 
 Keras 3 ships RandAugment, MixUp, CutMix and RandomErasing (keras-cv is
-archived and breaks under Keras 3.15, see DESIGN.md). Per-image ops run
+archived; keras-cv 0.9 pulls the stale keras-core 0.1.7, and its MixUp fails
+under Keras 3.15). Per-image ops run
 before batching (`inception_crop`), batch ops after
 (`BatchAugment`). Images are float32 in [0, 255]; labels one-hot.
 """
@@ -24,8 +25,13 @@ def inception_crop(image, size, scale=(0.08, 1.0), seed=None):
     """Crops a random box of `scale` of the area and aspect 3/4..4/3, resized
     to `size` `(H, W)`: `(h, w, 3)` → `(H, W, 3)`."""
     begin, extent, _ = tf.image.sample_distorted_bounding_box(
-        tf.shape(image), tf.zeros([0, 0, 4]), seed=seed, area_range=scale,
-        aspect_ratio_range=(3 / 4, 4 / 3), min_object_covered=0, use_image_if_no_bounding_boxes=True,
+        tf.shape(image),
+        tf.zeros([0, 0, 4]),
+        seed=seed,
+        area_range=scale,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        min_object_covered=0,
+        use_image_if_no_bounding_boxes=True,
     )
     crop = tf.slice(image, begin, extent)  # the slice loses the static channel count
     return tf.ensure_shape(tf.image.resize(crop, size), (*size, 3))
@@ -39,15 +45,19 @@ class BatchAugment:
         self.layers = []
         if opts["translate"]:
             shift = opts["translate"]
-            self.layers.append(keras.layers.RandomTranslation(
-                shift, shift, fill_mode="constant", interpolation="nearest", seed=seed
-            ))
+            self.layers.append(
+                keras.layers.RandomTranslation(
+                    shift, shift, fill_mode="constant", interpolation="nearest", seed=seed
+                )
+            )
         if opts["flip"]:
             self.layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
         if opts["randaugment"]:
-            self.layers.append(keras.layers.RandAugment(
-                (0, 255), num_ops=opts["randaugment"], factor=opts["randaugment_magnitude"], seed=seed
-            ))
+            self.layers.append(
+                keras.layers.RandAugment(
+                    (0, 255), num_ops=opts["randaugment"], factor=opts["randaugment_magnitude"], seed=seed
+                )
+            )
         self.erasing = opts["erasing"]
         self.eraser = None
         if self.erasing:
@@ -68,6 +78,7 @@ class BatchAugment:
             images = tf.where(keep, images, erased)
         if self.mixers:
             which = tf.random.uniform([], maxval=len(self.mixers), dtype=tf.int32)
+
             def mix(layer):
                 out = layer({"images": images, "labels": labels}, training=True)
                 return out["images"], out["labels"]

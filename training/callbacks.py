@@ -106,8 +106,11 @@ def standard(output, global_batch_size, steps_per_epoch, monitor="val_accuracy")
         progress,
         StopOnNaN(),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(output, "best.weights.h5"), monitor=monitor, mode="max",
-            save_best_only=True, save_weights_only=True,
+            os.path.join(output, "best.weights.h5"),
+            monitor=monitor,
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
         ),
         keras.callbacks.TensorBoard(os.path.join(output, "logs")),
     ]

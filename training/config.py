@@ -22,7 +22,14 @@ DEFAULT = "digits"
 # the values of tf.image.ResizeMethod, written out (tests/test_cli_errors.py
 # checks that they agree).
 RESIZE_METHODS = (
-    "bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic",
+    "bilinear",
+    "nearest",
+    "bicubic",
+    "area",
+    "lanczos3",
+    "lanczos5",
+    "gaussian",
+    "mitchellcubic",
 )
 RECIPES = ("finetune", "pretrain", "deit")
 STRATEGIES = ("auto", "tpu", "multi_worker", "mirrored", "default")
@@ -177,7 +184,7 @@ def check_group(options, group="", required=()):
     """Checks the keys of `options`, the config (`group=""`) or one of its
     groups (`"augment"`, `"export"`), against SCHEMA."""
     prefix, kind = (group + ".", f"{group} option") if group else ("", "config key")
-    known = [k[len(prefix):] for k in SCHEMA if k.startswith(prefix) and "." not in k[len(prefix):]]
+    known = [k[len(prefix) :] for k in SCHEMA if k.startswith(prefix) and "." not in k[len(prefix) :]]
     for key, value in options.items():
         if key not in known:
             raise ValueError(f"Unknown {kind} {prefix + key!r}; expected one of {', '.join(known)}.")

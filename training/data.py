@@ -13,8 +13,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from export.data import IMAGE_EXTENSIONS
-from training import augment
+from keras_vit.images import IMAGE_EXTENSIONS, decode_image, image_files, read_image
+from keras_vit.training import augment
 
 Splits = collections.namedtuple("Splits", "train validation test num_classes")
 
@@ -52,8 +52,12 @@ def digits(seed=0):
     bunch = load_digits()
     images = np.repeat(np.round(bunch.images * (255 / 16)).astype("uint8")[..., None], 3, axis=-1)
     labels = bunch.target.astype("int32")
-    x_train, x_rest, y_train, y_rest = train_test_split(images, labels, test_size=0.3, random_state=seed, stratify=labels)
-    x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest)
+    x_train, x_rest, y_train, y_rest = train_test_split(
+        images, labels, test_size=0.3, random_state=seed, stratify=labels
+    )
+    x_val, x_test, y_val, y_test = train_test_split(
+        x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest
+    )
     make = lambda x, y: tf.data.Dataset.from_tensor_slices((x, y))  # noqa: E731
     return Splits(make(x_train, y_train), make(x_val, y_val), make(x_test, y_test), 10)
 
@@ -61,7 +65,9 @@ def digits(seed=0):
 def tfds_splits(name, data_dir=None):
     import tensorflow_datasets as tfds
 
-    splits, info = tfds.load(name, split=list(TFDS_SPLITS[name]), data_dir=data_dir, as_supervised=True, with_info=True)
+    splits, info = tfds.load(
+        name, split=list(TFDS_SPLITS[name]), data_dir=data_dir, as_supervised=True, with_info=True
+    )
     num_classes = info.features["label"].num_classes
     return Splits(*splits, num_classes)
 
@@ -84,27 +90,23 @@ def folder(path, seed=0):
     files, labels = [], []
     for label, name in enumerate(classes):
         class_dir = os.path.join(path, name)
-        images = [f for f in sorted(os.listdir(class_dir)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        images = image_files(class_dir)
         if not images:
             raise ValueError(
                 f"Class folder {class_dir!r} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
                 f"add some or remove the folder."
             )
-        files += [os.path.join(class_dir, f) for f in images]
+        files += images
         labels += [label] * len(images)
     for f in files:
-        try:
-            tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-            reason = e.message.splitlines()[0]
-            raise ValueError(f"Cannot read image {f!r}: {reason}. Remove or replace it.") from None
+        read_image(f)
     order = np.random.default_rng(seed).permutation(len(files))
     files, labels = np.array(files)[order], np.array(labels, "int32")[order]
     n_val = n_test = max(1, len(files) // 10)
     cuts = [(n_val + n_test, None), (0, n_val), (n_val, n_val + n_test)]
 
     def decode(f, y):
-        return tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False), y
+        return decode_image(f), y
 
     def make(a, b):
         return tf.data.Dataset.from_tensor_slices((files[a:b], labels[a:b])).map(decode)
@@ -113,8 +115,16 @@ def folder(path, seed=0):
 
 
 def pipeline(
-    ds, image_size, num_classes, batch_size, training,
-    augment_options=None, resize="bilinear", drop_remainder=True, seed=0, cache=False,
+    ds,
+    image_size,
+    num_classes,
+    batch_size,
+    training,
+    augment_options=None,
+    resize="bilinear",
+    drop_remainder=True,
+    seed=0,
+    cache=False,
 ):
     """Batches of `(float32 (B, H, W, 3), one-hot (B, K))`, `B = batch_size`
     with `drop_remainder` (static shapes for TPU; always when training).

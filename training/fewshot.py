@@ -20,7 +20,8 @@ import sys
 import numpy as np
 
 import keras_vit
-from keras_vit.training import config as configs, data
+from keras_vit.training import config as configs
+from keras_vit.training import data
 
 SHOTS = (1, 5, 10, 25)
 
@@ -72,20 +73,28 @@ RUN_DEFAULTS = {"data": "digits", "data_dir": None, "resize": "bilinear"}
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m keras_vit.training.fewshot", description="Few-shot linear evaluation of a trained ViT."
+        prog="python -m keras_vit.training.fewshot",
+        description="Few-shot linear evaluation of a trained ViT.",
     )
     parser.add_argument(
         "--model", required=True, help="a .keras file or a preset folder, e.g. runs/digits/model.keras"
     )
-    parser.add_argument("--data", help="data set, as in python -m keras_vit.training (default: the run's, else digits)")
+    parser.add_argument(
+        "--data", help="data set, as in python -m keras_vit.training (default: the run's, else digits)"
+    )
     parser.add_argument("--data-dir", help="the folder TensorFlow Datasets reads from (default: the run's)")
     parser.add_argument(
-        "--shots", type=int, nargs="+", default=list(SHOTS),
+        "--shots",
+        type=int,
+        nargs="+",
+        default=list(SHOTS),
         help=f"training images per class (default: {' '.join(map(str, SHOTS))})",
     )
     parser.add_argument("--l2-reg", type=float, default=1.0, help="the ridge regularisation (default: 1.0)")
     parser.add_argument(
-        "--resize", choices=configs.RESIZE_METHODS, metavar="METHOD",
+        "--resize",
+        choices=configs.RESIZE_METHODS,
+        metavar="METHOD",
         help=f"tf.image.resize method to the model's image size: {', '.join(configs.RESIZE_METHODS)} "
         "(default: the run's, else bilinear)",
     )
@@ -105,8 +114,11 @@ def main(argv=None):
     except ValueError as e:
         sys.exit(f"error: {e}")
     height, width = model.image_size
-    print(f"data {args.data}, {height}x{width} images, resize {args.resize}"
-          + (f" (defaults from {run_results})" if run else ""), flush=True)
+    print(
+        f"data {args.data}, {height}x{width} images, resize {args.resize}"
+        + (f" (defaults from {run_results})" if run else ""),
+        flush=True,
+    )
     results = evaluate(model, splits, model.image_size, args.resize, args.shots, args.l2_reg, args.seed)
     for k, acc in results.items():
         print(f"{k:>3}-shot accuracy: {acc:.4f}")

@@ -17,8 +17,6 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_vit.training.config import RECIPES
-
 NO_DECAY = ["bias", "gamma", "beta", "token", "embeddings"]  # variable names
 
 
@@ -40,7 +38,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
         warmup = self.peak * step / max(self.warmup_steps, 1)
-        progress = keras.ops.clip((step - self.warmup_steps) / (self.total_steps - self.warmup_steps), 0.0, 1.0)
+        progress = keras.ops.clip(
+            (step - self.warmup_steps) / (self.total_steps - self.warmup_steps), 0.0, 1.0
+        )
         if self.decay == "cosine":
             decayed = self.peak * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
         else:
@@ -48,7 +48,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return keras.ops.where(step < self.warmup_steps, warmup, decayed)
 
     def get_config(self):
-        return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay)
+        return dict(
+            peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay
+        )
 
 
 class _ClipSummedGradient:
@@ -75,23 +77,26 @@ class ClippedAdamW(_ClipSummedGradient, keras.optimizers.AdamW):
 
 
 def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=None):
-    """The optimizer of `recipe` (see RECIPES). `weight_decay=None` takes the
-    recipe's own (0 / 0.1 / 0.05)."""
+    """The optimizer of `recipe`, one of RECIPES (`config.validate` checks the
+    name). `weight_decay=None` takes the recipe's own (0 / 0.1 / 0.05)."""
     if recipe == "finetune":
         if weight_decay:
-            raise ValueError(f"The finetune recipe uses no weight decay (the paper's); got weight_decay={weight_decay}.")
+            raise ValueError(
+                f"The finetune recipe uses no weight decay (the paper's); got weight_decay={weight_decay}."
+            )
         schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
         return ClippedSGD(schedule, momentum=0.9, global_clipnorm=1.0)
     if recipe == "pretrain":
         schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "linear")
         opt = ClippedAdamW(
-            schedule, weight_decay=0.1 if weight_decay is None else weight_decay,
-            beta_1=0.9, beta_2=0.999, global_clipnorm=1.0,
+            schedule,
+            weight_decay=0.1 if weight_decay is None else weight_decay,
+            beta_1=0.9,
+            beta_2=0.999,
+            global_clipnorm=1.0,
         )
-    elif recipe == "deit":
+    else:  # deit
         schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
         opt = keras.optimizers.AdamW(schedule, weight_decay=0.05 if weight_decay is None else weight_decay)
-    else:
-        raise ValueError(f"Unknown recipe {recipe!r}; expected one of {', '.join(RECIPES)}.")
     opt.exclude_from_weight_decay(var_names=NO_DECAY)
     return opt

@@ -12,13 +12,10 @@ import os
 
 import tensorflow as tf
 
-from keras_vit.training.config import PRECISIONS, STRATEGIES
-
 
 def resolve(name="auto"):
-    """Returns `(strategy, kind)`; `kind` is one of STRATEGIES but `auto`."""
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}.")
+    """Returns `(strategy, name)` for `name`, one of STRATEGIES (`config.validate`
+    checks it); the name returned is the one `auto` chose."""
     tf_config = os.environ.get("TF_CONFIG")
     workers = len(parse_tf_config(tf_config)["cluster"]["worker"]) if tf_config else 0
     if name == "auto":
@@ -39,7 +36,8 @@ def resolve(name="auto"):
         if not workers:
             raise ValueError(
                 "strategy 'multi_worker' needs TF_CONFIG with a cluster of workers, e.g. "
-                '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}.'
+                '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
+                '"task": {"type": "worker", "index": 0}}.'
             )
         return _reduce_nests(tf.distribute.MultiWorkerMirroredStrategy()), name
     if name == "mirrored":
@@ -70,7 +68,9 @@ def _reduce_nests(strategy):
 def parse_tf_config(text):
     """Checks a TF_CONFIG string; returns it parsed, or raises a ValueError
     that says what is wrong."""
-    example = '{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}'
+    example = (
+        '{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}'
+    )
     try:
         config = json.loads(text)
     except json.JSONDecodeError as e:
@@ -78,7 +78,9 @@ def parse_tf_config(text):
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise ValueError(f"TF_CONFIG needs a 'cluster' and a 'task' object, got {text!r}. Expected e.g. {example}.")
+        raise ValueError(
+            f"TF_CONFIG needs a 'cluster' and a 'task' object, got {text!r}. Expected e.g. {example}."
+        )
     workers = cluster.get("worker")
     if not isinstance(workers, list) or not workers:
         raise ValueError(f"TF_CONFIG cluster needs a non-empty 'worker' list of host:port, got {workers!r}.")
@@ -87,13 +89,15 @@ def parse_tf_config(text):
             host, _, port = str(address).rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"TF_CONFIG address {address!r} is not host:port, e.g. '10.0.0.1:2222'.")
-    kind, index = task.get("type"), task.get("index")
-    if kind not in cluster:
-        raise ValueError(f"TF_CONFIG task type {kind!r} is not a job of the cluster ({', '.join(cluster)}).")
-    if not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+    task_type, index = task.get("type"), task.get("index")
+    if task_type not in cluster:
         raise ValueError(
-            f"TF_CONFIG task index {index!r} is out of range for {len(cluster[kind])} {kind}(s); "
-            f"expected 0..{len(cluster[kind]) - 1}."
+            f"TF_CONFIG task type {task_type!r} is not a job of the cluster ({', '.join(cluster)})."
+        )
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
+        raise ValueError(
+            f"TF_CONFIG task index {index!r} is out of range for {len(cluster[task_type])} {task_type}(s); "
+            f"expected 0..{len(cluster[task_type]) - 1}."
         )
     return config
 
@@ -106,13 +110,12 @@ def check_batch_size(global_batch_size, replicas):
         )
 
 
-def precision_policy(precision, kind):
-    """The Keras dtype policy name: `auto` is mixed_bfloat16 on TPU,
+def precision_policy(precision, strategy_name):
+    """The Keras dtype policy name for `precision`, one of PRECISIONS
+    (`config.validate` checks it): `auto` is mixed_bfloat16 on TPU,
     mixed_float16 on GPU (Keras adds loss scaling), float32 on CPU."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
-    if kind == "tpu":
+    if strategy_name == "tpu":
         return "mixed_bfloat16"
     return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"

@@ -1,21 +1,24 @@
 """One training run from a config: checks, strategy, data, model, fit,
-evaluation, saved files. `python -m keras_vit.training` calls `run`."""
+evaluation, saved files. `python -m keras_vit.training` calls `prepare`
+(where every mistake in the config is found), then `fit`; `run` does both."""
 
 import json
 import os
 import time
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vit import export
 import keras_vit
+from keras_vit import export
 from keras_vit.export.files import check_writable
-from keras_vit.layers.patch_embedding import grid_size
-from keras_vit.model import _pair
+from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.presets import preset_config
-from keras_vit.training import callbacks, config as configs, data, fewshot, recipes, strategy as strategies
+from keras_vit.training import callbacks, data, fewshot, recipes
+from keras_vit.training import config as configs
+from keras_vit.training import strategy as strategies
 
 
 def check(config):
@@ -25,7 +28,7 @@ def check(config):
     configs.validate(config)
     preset = preset_config(config["preset"])  # names the known presets
     patch = config["model"].get("patch_size", preset["patch_size"])
-    grid_size(_pair(config["image_size"]), patch)
+    grid_size(image_size_pair(config["image_size"]), patch)
     if config["deterministic"] and config["jit_compile"] is True:
         raise ValueError(
             "deterministic=true turns TensorFlow's op determinism on, under which Keras runs without XLA; "
@@ -34,19 +37,33 @@ def check(config):
     if os.environ.get("TF_CONFIG"):
         strategies.parse_tf_config(os.environ["TF_CONFIG"])
     if config["export"]:
-        unknown = [f for f in config["export"]["formats"] if f not in export.FORMATS]
-        unknown += [q for q in config["export"]["quantize"] if q not in export.QUANTIZATIONS]
-        if unknown:
-            raise ValueError(
-                f"Unknown export format or quantization {', '.join(map(repr, unknown))}; expected formats "
-                f"from {', '.join(export.FORMATS)} and quantizations from {', '.join(export.QUANTIZATIONS)}."
-            )
+        try:
+            export.check_formats(config["export"]["formats"], config["export"]["quantize"])
+        except export.ExportError as error:
+            raise ValueError(f"export: {error}") from None
     try:
         check_writable(config["output"])
     except OSError as e:
         raise ValueError(
             f"output must be a folder that can be written, got {config['output']!r} ({e.strerror or e})."
         ) from None
+
+
+@dataclass
+class PreparedRun:
+    """A run ready to train: its config, strategy and compiled model, and the data."""
+
+    config: dict
+    start: float  # time.perf_counter() when preparing began
+    model: keras.Model
+    strategy_name: str  # one of config.STRATEGIES but "auto"
+    replicas: int
+    policy: str  # the Keras dtype policy
+    splits: data.Splits  # unbatched examples, for few-shot and export
+    train: tf.data.Dataset  # batched, augmented
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    steps_per_epoch: int
 
 
 def run(config):
@@ -62,40 +79,62 @@ def prepare(config):
     check(config)
     out = config["output"]
     os.makedirs(out, exist_ok=True)
-    strategy, kind = strategies.resolve(config["strategy"])
+    strategy, strategy_name = strategies.resolve(config["strategy"])
     replicas = strategy.num_replicas_in_sync
     batch = config["batch_size"]
     strategies.check_batch_size(batch, replicas)
-    policy = strategies.precision_policy(config["precision"], kind)
+    policy = strategies.precision_policy(config["precision"], strategy_name)
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:  # the same seed gives the same model, on the same machine
         tf.config.experimental.enable_op_determinism()
     splits = data.load_splits(config["data"], config.get("data_dir"), config["seed"])
-    image_size = _pair(config["image_size"])
+    image_size = image_size_pair(config["image_size"])
     n_train = data.count(splits.train)
     steps_per_epoch = config.get("steps_per_epoch") or n_train // batch
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {batch} is larger than the {n_train} training images; lower it.")
     total_steps = steps_per_epoch * config["epochs"]
     make = lambda ds, training: data.pipeline(  # noqa: E731
-        ds, image_size, splits.num_classes, batch, training, config["augment"],
-        resize=config["resize"], drop_remainder=kind == "tpu", seed=config["seed"], cache=config["cache"],
+        ds,
+        image_size,
+        splits.num_classes,
+        batch,
+        training,
+        config["augment"],
+        resize=config["resize"],
+        drop_remainder=strategy_name == "tpu",
+        seed=config["seed"],
+        cache=config["cache"],
     )
-    train_ds, val_ds, test_ds = make(splits.train, True), make(splits.validation, False), make(splits.test, False)
+    train_ds, val_ds, test_ds = (
+        make(splits.train, True),
+        make(splits.validation, False),
+        make(splits.test, False),
+    )
 
     with strategy.scope():
         model = keras_vit.ViT.from_preset(
-            config["preset"], weights=config.get("weights"), image_size=image_size,
-            num_classes=splits.num_classes, dtype=policy, **config["model"],
+            config["preset"],
+            weights=config.get("weights"),
+            image_size=image_size,
+            num_classes=splits.num_classes,
+            dtype=policy,
+            **config["model"],
         )
         optimizer = recipes.optimizer(
-            config["recipe"], config["learning_rate"], total_steps, config["warmup_steps"], config.get("weight_decay"),
+            config["recipe"],
+            config["learning_rate"],
+            total_steps,
+            config["warmup_steps"],
+            config.get("weight_decay"),
         )
         if policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(
             optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config["label_smoothing"]),
+            loss=keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=config["label_smoothing"]
+            ),
             metrics=[
                 keras.metrics.CategoricalAccuracy(name="accuracy"),
                 keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
@@ -103,40 +142,66 @@ def prepare(config):
             jit_compile=config["jit_compile"],
             steps_per_execution=config["steps_per_execution"],
         )
-    return dict(
-        config=config, start=start, model=model, strategy=kind, replicas=replicas, policy=policy,
-        splits=splits, train=train_ds, validation=val_ds, test=test_ds, steps_per_epoch=steps_per_epoch,
+    return PreparedRun(
+        config=config,
+        start=start,
+        model=model,
+        strategy_name=strategy_name,
+        replicas=replicas,
+        policy=policy,
+        splits=splits,
+        train=train_ds,
+        validation=val_ds,
+        test=test_ds,
+        steps_per_epoch=steps_per_epoch,
     )
 
 
 def fit(run):
-    """Trains a `prepare`d run, evaluates it, saves the files."""
-    config, model, kind, replicas, policy = (run[k] for k in ("config", "model", "strategy", "replicas", "policy"))
-    out, batch, steps_per_epoch = config["output"], config["batch_size"], run["steps_per_epoch"]
+    """Trains a `PreparedRun`, evaluates it, saves the files; returns the results."""
+    config, model = run.config, run.model
+    out, batch, steps_per_epoch = config["output"], config["batch_size"], run.steps_per_epoch
     progress, cbs = callbacks.standard(out, batch, steps_per_epoch)
-    print(f"{kind} strategy, {replicas} replica(s), {policy}, global batch {batch}, "
-          f"{steps_per_epoch} steps x {config['epochs']} epochs", flush=True)
+    print(
+        f"{run.strategy_name} strategy, {run.replicas} replica(s), {run.policy}, global batch {batch}, "
+        f"{steps_per_epoch} steps x {config['epochs']} epochs",
+        flush=True,
+    )
     fit_start = time.perf_counter()
     history = model.fit(
-        run["train"], validation_data=run["validation"], epochs=config["epochs"], steps_per_epoch=steps_per_epoch,
-        callbacks=cbs, verbose=config["verbose"], shuffle=False,  # the stream is shuffled in tf.data
+        run.train,
+        validation_data=run.validation,
+        epochs=config["epochs"],
+        steps_per_epoch=steps_per_epoch,
+        callbacks=cbs,
+        verbose=config["verbose"],
+        shuffle=False,  # the stream is shuffled in tf.data
     )
     train_seconds = time.perf_counter() - fit_start
-    test = model.evaluate(run["test"], return_dict=True, verbose=0)
+    test = model.evaluate(run.test, return_dict=True, verbose=0)
     save_without_optimizer(model, os.path.join(out, "model.keras"))
     model.save_to_preset(os.path.join(out, "preset"))
     results = dict(
-        test_accuracy=test["accuracy"], test_top5=test["top5"], test_loss=test["loss"],
+        test_accuracy=test["accuracy"],
+        test_top5=test["top5"],
+        test_loss=test["loss"],
         final_train_loss=history.history["loss"][-1] if history.history.get("loss") else None,
-        steps=int(model.optimizer.iterations.numpy()), resumed_from_epoch=progress.initial_epoch,
-        images_per_second=progress.images_per_second(), train_seconds=train_seconds,
-        strategy=kind, replicas=replicas, precision=policy, output=out,
+        steps=int(model.optimizer.iterations.numpy()),
+        resumed_from_epoch=progress.initial_epoch,
+        images_per_second=progress.images_per_second(),
+        train_seconds=train_seconds,
+        strategy=run.strategy_name,
+        replicas=run.replicas,
+        precision=run.policy,
+        output=out,
     )
     if config["fewshot"]:
-        results["fewshot"] = fewshot.evaluate(model, run["splits"], model.image_size, config["resize"], config["fewshot"])
+        results["fewshot"] = fewshot.evaluate(
+            model, run.splits, model.image_size, config["resize"], config["fewshot"]
+        )
     if config["export"]:
         results["export"] = export_files(run, config["export"])
-    results["wall_seconds"] = time.perf_counter() - run["start"]
+    results["wall_seconds"] = time.perf_counter() - run.start
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(dict(results, config=config), f, indent=2)
     print(summary(results), flush=True)
@@ -157,18 +222,25 @@ def export_files(run, options):
     `output/export/` and verifies every file against the model on the test
     split; int8 is calibrated on up to `options["calibration_images"]`
     training images. Returns the export report's rows."""
-    config, splits = run["config"], run["splits"]
+    config, splits = run.config, run.splits
 
     def images(ds, limit=None):
         batches = data.pipeline(
-            ds if limit is None else ds.take(limit), run["model"].image_size, splits.num_classes,
-            config["batch_size"], training=False, resize=config["resize"], drop_remainder=False,
+            ds if limit is None else ds.take(limit),
+            run.model.image_size,
+            splits.num_classes,
+            config["batch_size"],
+            training=False,
+            resize=config["resize"],
+            drop_remainder=False,
         )
         return np.concatenate([x.numpy() for x, _ in batches])
 
     return export.export_model(
-        run["model"], os.path.join(config["output"], "export"),
-        formats=options["formats"], quantize=options["quantize"],
+        run.model,
+        os.path.join(config["output"], "export"),
+        formats=options["formats"],
+        quantize=options["quantize"],
         calibration_images=images(splits.train, options["calibration_images"]),
         verify_images=images(splits.test),
     )
@@ -196,4 +268,3 @@ def summary(r):
     if "export" in r:
         rows.append(("exported, verified", os.path.join(out, "export", "report.json")))
     return callbacks.summary_table(rows)
-
