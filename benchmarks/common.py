@@ -4,10 +4,9 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
-
 
 MATMUL_SIZE = 2048
 

@@ -71,13 +71,19 @@ def main():
             tflite_path, onnx_path = write_files(width, directory)
             image = np.random.default_rng(1).normal(size=(1, TOKENS, width)).astype("float32")
             for threads in (1, 2):
-                runners = {"tflite": TFLiteRunner(tflite_path, threads), "ort": OnnxRunner(onnx_path, threads)}
+                runners = {
+                    "tflite": TFLiteRunner(tflite_path, threads),
+                    "ort": OnnxRunner(onnx_path, threads),
+                }
                 seconds = interleaved_medians(
                     {name: (lambda fn=fn: fn(image)) for name, fn in runners.items()}, args.rounds, settle=2
                 )
                 gflop = 2 * MATMULS * TOKENS * width**2 / 1e9
-                print(f"{width:>5} {threads:>8} {gflop / seconds['tflite']:>15.0f} {gflop / seconds['ort']:>12.0f} "
-                      f"{seconds['ort'] / seconds['tflite']:>16.2f}x")
+                print(
+                    f"{width:>5} {threads:>8} {gflop / seconds['tflite']:>15.0f} "
+                    f"{gflop / seconds['ort']:>12.0f} "
+                    f"{seconds['ort'] / seconds['tflite']:>16.2f}x"
+                )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,16 @@ def peers():
     from vit_keras import vit
 
     yield "keras_vit", keras_vit.ViT.from_preset("vit_b16")
-    yield "keras_hub", keras_hub.models.ViTBackbone(
-        image_shape=(224, 224, 3), patch_size=16, num_layers=12, num_heads=12,
-        hidden_dim=768, mlp_dim=3072,
+    yield (
+        "keras_hub",
+        keras_hub.models.ViTBackbone(
+            image_shape=(224, 224, 3),
+            patch_size=16,
+            num_layers=12,
+            num_heads=12,
+            hidden_dim=768,
+            mlp_dim=3072,
+        ),
     )
     yield "vit_keras", vit.vit_b16(image_size=224, pretrained=False, include_top=True, pretrained_top=False)
 
@@ -35,14 +42,18 @@ def main():
     args = speed_args(__doc__.splitlines()[0], rounds=10)
     models = dict(peers())
     speeds, rate = forward_images_per_second(models, args)
-    print(f"ViT-B/16, 224x224, batch {args.batch}, fp32, {'XLA' if args.jit else 'no XLA'}; "
-          f"fp32 matmul rate {rate:.0f} GFLOP/s")
+    print(
+        f"ViT-B/16, 224x224, batch {args.batch}, fp32, {'XLA' if args.jit else 'no XLA'}; "
+        f"fp32 matmul rate {rate:.0f} GFLOP/s"
+    )
     print(f"{'model':<10} {'params':>12} {'images/s':>9} {'keras_vit / it':>15} {'of matmul rate':>15}")
     ours = speeds["keras_vit"]
     for name, model in models.items():
         speed = speeds[name]
-        print(f"{name:<10} {model.count_params():>12,} {speed:>9.2f} {ours / speed:>14.2f}x "
-              f"{speed * GFLOP_PER_IMAGE / rate:>14.0%}")
+        print(
+            f"{name:<10} {model.count_params():>12,} {speed:>9.2f} {ours / speed:>14.2f}x "
+            f"{speed * GFLOP_PER_IMAGE / rate:>14.0%}"
+        )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,10 @@ def main():
     print(f"ViT-S/16, 224x224, train step, batch {args.batch}, fp32, {'XLA' if args.jit else 'no XLA'}")
     print(f"{'model':<10} {'params':>12} {'images/s':>9} {'keras_vit / it':>15}")
     for name, model in models.items():
-        print(f"{name:<10} {model.count_params():>12,} {speeds[name]:>9.2f} {speeds['keras_vit'] / speeds[name]:>14.2f}x")
+        print(
+            f"{name:<10} {model.count_params():>12,} {speeds[name]:>9.2f} "
+            f"{speeds['keras_vit'] / speeds[name]:>14.2f}x"
+        )
 
 
 if __name__ == "__main__":
