@@ -1,5 +1,6 @@
 """TFLite conversion (builtin ops only) and the op list of a `.tflite` file."""
 
+import re
 import tempfile
 
 import keras
@@ -9,8 +10,15 @@ from ai_edge_litert import schema_py_generated as schema
 
 from keras_vit.export.errors import ExportError
 from keras_vit.export.options import check_formats
+from keras_vit.startup import captured_stderr
 
 _BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+# TensorFlow ops without a TFLite builtin that a model setting can bring in, and what to do.
+NO_BUILTIN_HINTS = {
+    "Erf": "exact GELU written in a form the converter does not fuse into its builtin GELU; "
+    "keras_vit.layers.gelu is written so that it does: use it",
+    "Erfc": "exact GELU as Keras' or TensorFlow's own gelu writes it; use keras_vit.layers.gelu",
+}
 
 
 def convert_tflite(model, quantize="fp32", calibration_images=None, dynamic_batch=False):
@@ -51,12 +59,25 @@ def convert_tflite(model, quantize="fp32", calibration_images=None, dynamic_batc
             images = np.asarray(calibration_images, "float32")
             converter.representative_dataset = lambda: ([image[None]] for image in images)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        try:
-            return converter.convert()
-        except Exception as error:  # the converter raises several private types
-            raise ExportError(
-                f"TFLite conversion ({quantize}, builtin ops only) failed: {error}".strip()
-            ) from error
+        with captured_stderr() as log:  # the converter writes its MLIR diagnostics there
+            try:
+                return converter.convert()
+            except Exception as error:  # the converter raises several private types
+                message = str(error)
+        raise ExportError(_conversion_error(quantize, message + "".join(log)))
+
+
+def _conversion_error(quantize, message):
+    """One line for a failed conversion: the ops with no builtin, and what to do."""
+    missing = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)))
+    if not missing:
+        last = next((line.strip() for line in reversed(message.splitlines()) if line.strip()), "no message")
+        return f"TFLite conversion ({quantize}, builtin ops only) failed: {last}"
+    hints = [f"{op}: {NO_BUILTIN_HINTS[op]}" for op in missing if op in NO_BUILTIN_HINTS]
+    return (
+        f"TFLite conversion ({quantize}) failed: TensorFlow op(s) {', '.join(missing)} have no TFLite builtin"
+        + (f" ({'; '.join(hints)})." if hints else "; the model uses a layer outside keras_vit's ops.")
+    )
 
 
 def tflite_ops(content):

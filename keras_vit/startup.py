@@ -1,10 +1,31 @@
-"""TensorFlow's start-up, at the log level asked for: shared by the programs
-(`python -m training`, `python -m export`), which import TensorFlow through it."""
+"""TensorFlow's start-up, at the log level asked for. `keras_vit` imports
+TensorFlow through it, first, so that its programs (`python -m
+keras_vit.training`, `python -m keras_vit.export`) print one-line errors."""
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Sends what is written to file descriptor 2 (C++ logs included) into a
+    list of lines, which the `with` statement binds, until the block ends."""
+    lines = []
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            log.seek(0)
+            lines += log.read().decode(errors="replace").splitlines(keepends=True)
 
 
 def import_tensorflow():
@@ -14,22 +35,14 @@ def import_tensorflow():
     effect."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the layers are written for it
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    stderr = os.dup(2)
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
-        try:
+    try:
+        with captured_stderr() as lines:
             import tensorflow as tf
 
             tf.config.list_physical_devices()
-        finally:
-            sys.stderr.flush()
-            os.dup2(stderr, 2)
-            os.close(stderr)
-            log.seek(0)
-            lines = log.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.writelines(shown(lines, int(level) if level.isdigit() else 0))
-            sys.stderr.flush()
+    finally:
+        sys.stderr.writelines(shown(lines, int(level) if level.isdigit() else 0))
+        sys.stderr.flush()
 
 
 def shown(lines, level):

@@ -12,12 +12,15 @@ def gelu(x, approximate=True):
     `approximate=True`: the tanh form, Flax's default and so the original
     checkpoints'; on TensorFlow `ops.gelu` is `tf.nn.gelu`'s subgraph, which
     oneDNN fuses into a preceding MatMul + BiasAdd on CPU. `False`: the exact
-    erf form (timm, Hugging Face), written here because Keras' and TF's lower
-    to `Erfc`, which tf2onnx cannot convert.
+    erf form (timm, Hugging Face), written out because Keras' and TF's lower
+    to `Erfc`, which tf2onnx cannot convert. Written as `0.5 x (1 + erf(x/√2))`,
+    the pattern the TFLite converter fuses into its builtin `GELU`
+    (approximate=false); `x (0.5 + 0.5 erf(x/√2))` leaves a `tf.Erf` that
+    TFLite has no builtin for.
     """
     if approximate:
         return ops.gelu(x, approximate=True)
-    return x * (0.5 + 0.5 * ops.erf(x * (1.0 / math.sqrt(2.0))))
+    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")

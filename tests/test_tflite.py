@@ -1,0 +1,116 @@
+"""Every keras_vit model reaches builtin-only TFLite, through the project's
+export (`convert_tflite`) and through Keras' own `model.export(format="litert")`:
+both GELU forms, plain and hybrid, token and gap pooling, with and without
+pre-logits. Ops are read from the flatbuffer; logits are compared with Keras.
+A conversion that fails is one line that names the op."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
+from helpers import ENV, ROOT, TINY_VIT, random_images, randomize
+from keras import ops
+
+import keras_vit
+from keras_vit.export import ExportError
+from keras_vit.export.tflite import convert_tflite, tflite_ops
+from keras_vit.export.verify import MAX_DIFF
+
+HYBRID = dict(patch_size=1, image_size=16, resnet_layers=(), resnet_width=0.5)  # stem stride 4: 4x4 tokens
+MATRIX = [
+    dict(gelu_approximate=gelu, **(HYBRID if hybrid else {}), pooling=pooling, representation_size=pre_logits)
+    for gelu, hybrid, pooling, pre_logits in itertools.product(
+        (True, False), (False, True), ("token", "gap"), (None, 24)
+    )
+]
+
+
+def gelu_flags(content):
+    """The `approximate` flag of every GELU op of a `.tflite` flatbuffer."""
+    model = schema.Model.GetRootAsModel(content, 0)
+    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    flags = []
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = codes[op.OpcodeIndex()]
+            if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == schema.BuiltinOperator.GELU:
+                options = schema.GeluOptions()
+                table = op.BuiltinOptions()
+                options.Init(table.Bytes, table.Pos)
+                flags.append(bool(options.Approximate()))
+    return flags
+
+
+def run_tflite(content, images):
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    logits = []
+    for image in images:
+        interpreter.set_tensor(index, image[None])
+        interpreter.invoke()
+        logits.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].copy())
+    return np.stack(logits)
+
+
+@pytest.mark.parametrize("config", MATRIX, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_builtin_only_tflite_both_paths(config, tmp_path):
+    model = randomize(keras_vit.ViT(**{**TINY_VIT, **config}))  # the head too: zero logits prove nothing
+    images = random_images(batch=3, size=model.image_size)
+    expected = keras.ops.convert_to_numpy(model(images))
+    assert np.ptp(expected) > 0.1
+    path = tmp_path / "litert.tflite"
+    model.export(str(path), format="litert", verbose=False)
+    for content in (convert_tflite(model, "fp32"), path.read_bytes()):
+        found = tflite_ops(content)
+        assert all(found.values()), f"non-builtin ops: {[op for op, builtin in found.items() if not builtin]}"
+        assert gelu_flags(content) == [config["gelu_approximate"]] * model.num_layers
+        got = run_tflite(content, images)
+        diff = float(np.max(np.abs(got - expected)))
+        assert diff <= MAX_DIFF["fp32"] * max(1.0, float(np.max(np.abs(expected)))), diff
+
+
+def test_conversion_failure_is_one_line(monkeypatch, capfd):
+    """A GELU written as x (0.5 + 0.5 erf(x/√2)) leaves a tf.Erf, which has no builtin."""
+    monkeypatch.setattr(
+        keras_vit.layers.mlp, "gelu", lambda x, approximate: x * (0.5 + 0.5 * ops.erf(x * 0.7071067811865476))
+    )
+    model = keras_vit.ViT(**TINY_VIT)
+    capfd.readouterr()
+    with pytest.raises(ExportError) as error:
+        convert_tflite(model, "fp32")
+    message = str(error.value)
+    assert "\n" not in message and "Erf" in message and "keras_vit.layers.gelu" in message, message
+    assert "loc(" not in capfd.readouterr().err  # no MLIR dump
+
+
+def test_exact_gelu_model_exports_in_the_cli(tmp_path):
+    model = randomize(keras_vit.ViT(**{**TINY_VIT, "gelu_approximate": False}))
+    model.save(tmp_path / "m.keras")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_vit.export",
+            str(tmp_path / "m.keras"),
+            "--out",
+            str(tmp_path / "out"),
+            "--format",
+            "tflite",
+        ],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "out" / "model_fp32.tflite")
