@@ -19,14 +19,14 @@ import keras_vit
 from keras_vit.export.data import check_pixels
 from keras_vit.export.errors import ExportError, VerificationError
 from keras_vit.export.files import check_writable, write_bytes
+from keras_vit.export.metadata import LABELS, check_info, label_file, with_metadata
 from keras_vit.export.onnx_model import convert_onnx
-from keras_vit.export.options import FORMATS, QUANTIZATIONS, check_formats
+from keras_vit.export.options import FORMATS, QUANTIZATIONS, check_calibration, check_formats
 from keras_vit.export.saved_model import write_saved_model
 from keras_vit.export.tflite import convert_tflite
 from keras_vit.export.verify import format_table, keras_runner, verify, write_report
 
 REPORT = "report.json"
-LABELS = "labels.txt"
 
 __all__ = [
     "ExportError",
@@ -61,6 +61,8 @@ def export_model(
     calibration_images=None,
     verify_images=None,
     class_names=None,
+    softmax=False,
+    metadata=None,
     dynamic_batch=False,
     threads=2,
 ):
@@ -70,6 +72,12 @@ def export_model(
     Files: `saved_model/1/` (TF Serving layout), `model_{q}.tflite` for each
     `q` in `quantize` (`model_{q}_dynamic_batch.tflite` with `dynamic_batch`),
     `model.onnx`, `labels.txt` with `class_names`.
+    Every `.tflite` file carries TFLite metadata (export/metadata.py), which
+    MediaPipe Tasks' ImageClassifier needs: name, description, version,
+    author, license (`metadata`, a dict, overrides the defaults), RGB input
+    with its normalization, and `class_names` as its label file. With
+    `softmax`, the `.tflite` files (only) end in a softmax: their scores are
+    probabilities, compared with the softmax of the Keras logits.
     Images (calibration, verification) are `(N, H, W, 3)` in [0, 255]; images
     with a NaN or inf pixel are refused (`ExportError`) before anything is
     written. Without `verify_images`, the last fifth of `calibration_images`
@@ -78,11 +86,13 @@ def export_model(
     Raises `VerificationError` (after writing the report) if a file breaks a
     threshold (`export.verify.MAX_DIFF`, `MIN_TOP1_AGREEMENT`): max |Δ logits|
     ≤ 1e-4 (fp32), 1e-2 (fp16), both times max(1, max |logits|); top-1
-    agreement ≥ 98% (dynamic-range int8), ≥ 90% (full-integer int8, which
-    quantizes LayerNorm, softmax and GELU too and is lossy on ViTs); NaN or
+    agreement ≥ 98% (dynamic-range int8), ≥ 96% (w8a8), ≥ 90% (full-integer
+    int8, which quantizes LayerNorm, softmax and GELU too and is lossy on
+    ViTs); NaN or
     inf logits; a custom or Flex op in a `.tflite` file.
     """
-    formats, quantize = _check_options(model, formats, quantize, class_names, calibration_images)
+    formats, quantize = _check_options(model, formats, quantize, class_names, calibration_images, softmax)
+    check_info(metadata or {})
     _check_images(model, calibration_images, verify_images)
     try:
         check_writable(out_dir)
@@ -93,9 +103,11 @@ def export_model(
     calibration_images, verify_images, source = _split_images(model, calibration_images, verify_images)
 
     reference = keras_runner(model)
+    # What the .tflite files give: the logits, or with `softmax` their softmax.
+    scores = (lambda images: _softmax(reference(images))) if softmax else reference
     rows = []
 
-    def add(file_format, path, q):
+    def add(file_format, path, q, reference=reference):
         row = verify(file_format, path, q, reference, verify_images, threads=threads)
         row["file"] = os.path.relpath(path, out_dir)
         rows.append(row)
@@ -107,14 +119,15 @@ def export_model(
     if "tflite" in formats:
         for q in quantize:
             path = os.path.join(out_dir, f"model_{q}{'_dynamic_batch' if dynamic_batch else ''}.tflite")
-            write_bytes(path, convert_tflite(model, q, calibration_images, dynamic_batch))
-            add("tflite", path, q)
+            content = convert_tflite(model, q, calibration_images, dynamic_batch)
+            write_bytes(path, with_metadata(content, model, class_names, softmax, metadata))
+            add("tflite", path, q, scores)
     if "onnx" in formats:
         path = os.path.join(out_dir, "model.onnx")
         write_bytes(path, convert_onnx(model, class_names))
         add("onnx", path, "fp32")
     if class_names is not None:
-        write_bytes(os.path.join(out_dir, LABELS), "".join(f"{name}\n" for name in class_names).encode())
+        write_bytes(os.path.join(out_dir, LABELS), label_file(class_names))
 
     report = dict(
         model=model.name,
@@ -122,6 +135,7 @@ def export_model(
         num_classes=model.num_classes,
         verify_images=dict(count=len(verify_images), source=source),
         threads=threads,
+        tflite_softmax=softmax,
         files=rows,
     )
     write_report(os.path.join(out_dir, REPORT), report)
@@ -134,15 +148,15 @@ def export_model(
     return report
 
 
-def _check_options(model, formats, quantize, class_names, calibration_images):
+def _check_options(model, formats, quantize, class_names, calibration_images, softmax):
     formats, quantize = check_formats(formats, quantize)
-    if "int8" in quantize and (calibration_images is None or len(calibration_images) < 2):
-        raise ExportError(
-            "quantize 'int8' needs calibration images (a few hundred from the training data): "
-            "pass calibration_images, or --calibration DATA (a folder of images or a .npy file)."
-        )
+    if softmax and "tflite" not in formats:
+        raise ExportError("softmax applies to TFLite only; add the 'tflite' format.")
+    check_calibration(quantize, calibration_images)
     if class_names is not None and len(class_names) != model.num_classes:
         raise ExportError(f"{len(class_names)} class names for a model with {model.num_classes} classes.")
+    if class_names is not None and not all(name and "\n" not in name for name in class_names):
+        raise ExportError("Class names must be non-empty and have no line break (labels.txt has one a line).")
     return formats, quantize
 
 
@@ -172,3 +186,9 @@ def _split_images(model, calibration_images, verify_images):
         return calibration_images[:-held_out], verify_images, "held out from calibration"
     rng = np.random.default_rng(0)
     return calibration_images, rng.uniform(0, 255, (16, *model.image_size, 3)).astype("float32"), "random"
+
+
+def _softmax(logits):
+    """Softmax over the last axis of `logits` `(B, K)`."""
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)

@@ -30,7 +30,8 @@ def parse_args(argv):
         nargs="+",
         default=["fp32"],
         help=f"TFLite variants, some of {', '.join(QUANTIZATIONS)} (default: fp32); "
-        "'dynamic' is dynamic-range int8, 'int8' full-integer int8 (needs --calibration)",
+        "'dynamic' is dynamic-range int8, 'w8a8' int8 weight matmuls with the rest in float, "
+        "'int8' full-integer int8 for integer-only accelerators ('w8a8' and 'int8' need --calibration)",
     )
     parser.add_argument(
         "--calibration", help="images for int8 calibration: a folder of images or a .npy file"
@@ -41,7 +42,21 @@ def parse_args(argv):
     parser.add_argument(
         "--verify", help="held-out images to compare on (default: a fifth of --calibration, else random)"
     )
-    parser.add_argument("--class-names", help="a text file, one class name per line; written as labels.txt")
+    parser.add_argument(
+        "--labels",
+        help="a text file, one class name per line; written as labels.txt and into each .tflite's metadata",
+    )
+    parser.add_argument(
+        "--softmax", action="store_true", help="TFLite files end in a softmax: scores are probabilities"
+    )
+    parser.add_argument(
+        "--metadata",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="TFLite metadata: name, description, version, author, license "
+        "(default: the model's name, keras_vit's version, author keras_vit, Apache-2.0)",
+    )
     parser.add_argument(
         "--dynamic-batch", action="store_true", help="TFLite with a dynamic batch (default: batch 1)"
     )
@@ -60,9 +75,10 @@ def main(argv=None):
             )
         if args.verify:
             verify = load_images(args.verify, model.image_size, what="--verify")
-        if args.class_names:
-            with open(args.class_names) as f:
+        if args.labels:
+            with open(args.labels) as f:
                 class_names = [line.strip() for line in f if line.strip()]
+        metadata = dict(_key_value(item) for item in args.metadata)
         export_model(
             model,
             args.out,
@@ -71,6 +87,8 @@ def main(argv=None):
             calibration_images=calibration,
             verify_images=verify,
             class_names=class_names,
+            softmax=args.softmax,
+            metadata=metadata,
             dynamic_batch=args.dynamic_batch,
             threads=args.threads,
         )
@@ -78,6 +96,14 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _key_value(item):
+    """`"KEY=VALUE"` as `(KEY, VALUE)`; an ExportError without "="."""
+    key, equals, value = item.partition("=")
+    if not equals:
+        raise ExportError(f"--metadata takes KEY=VALUE items, got {item!r}.")
+    return key, value
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import onnx
 import onnxruntime
 import pytest
 import tensorflow as tf
+from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
 from tensorflow.python.framework import config as tf_config
@@ -21,7 +22,7 @@ import keras_vit
 from keras_vit import export
 from keras_vit.export.__main__ import main
 from keras_vit.export.files import write_bytes, write_directory
-from keras_vit.export.tflite import tflite_ops
+from keras_vit.export.tflite import convert_tflite, tflite_ops
 from keras_vit.export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
 
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
@@ -67,7 +68,7 @@ def _train_and_export(tmp_path_factory):
     report = export.export_model(
         model,
         out,
-        quantize=("fp32", "fp16", "dynamic", "int8"),
+        quantize=("fp32", "fp16", "dynamic", "int8", "w8a8"),
         calibration_images=images[:300],
         verify_images=images[1400:],
         class_names=CLASS_NAMES,
@@ -105,6 +106,7 @@ def test_report_meets_thresholds(trained):
         ("tflite", "fp16"),
         ("tflite", "dynamic"),
         ("tflite", "int8"),
+        ("tflite", "w8a8"),
         ("onnx", "fp32"),
     }
     for row in report["files"]:
@@ -113,10 +115,11 @@ def test_report_meets_thresholds(trained):
     for key in (("saved_model", "fp32"), ("tflite", "fp32"), ("onnx", "fp32")):
         assert rows(report)[key]["max_abs_diff"] <= 1e-4
     assert rows(report)[("tflite", "fp16")]["max_abs_diff"] <= 1e-2 * 20
-    for q in ("dynamic", "int8"):  # the figures move with the CPU: 99.2-99.7% and 97.7-98.2% here
+    for q in ("dynamic", "int8", "w8a8"):  # the figures move with the CPU (export/verify.py)
         row = rows(report)[("tflite", q)]
         assert row["top1_agreement"] >= row["min_top1_agreement"] == MIN_TOP1_AGREEMENT[q], row
-    assert MIN_TOP1_AGREEMENT["int8"] < MIN_TOP1_AGREEMENT["dynamic"]  # full int8 is the lossy one
+    # Full int8 is the lossy one; w8a8 keeps LayerNorm, softmax and GELU in float.
+    assert MIN_TOP1_AGREEMENT["int8"] < MIN_TOP1_AGREEMENT["w8a8"] < MIN_TOP1_AGREEMENT["dynamic"]
     with open(os.path.join(out, "report.json")) as f:
         assert json.load(f) == json.loads(json.dumps(report))
     with open(os.path.join(out, "labels.txt")) as f:
@@ -127,7 +130,7 @@ def test_tflite_files_run_in_litert_with_builtin_ops_only(trained):
     _, model, _, held_out, _, out, report = trained
     expected = model.predict(held_out, verbose=0)
     sizes = {}
-    for q in ("fp32", "fp16", "dynamic", "int8"):
+    for q in ("fp32", "fp16", "dynamic", "int8", "w8a8"):
         path = os.path.join(out, f"model_{q}.tflite")
         with open(path, "rb") as f:
             ops = tflite_ops(f.read())
@@ -146,6 +149,65 @@ def test_tflite_files_run_in_litert_with_builtin_ops_only(trained):
         sizes[q] = os.path.getsize(path)
     assert "QUANTIZE" in rows(report)[("tflite", "int8")]["ops"]
     assert sizes["dynamic"] < 0.5 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
+
+
+def op_tensor_types(content):
+    """(op name, input tensor types, output tensor types, whether input 1 is a constant) for each op of a
+    `.tflite` flatbuffer, types as schema names ('INT8', 'FLOAT32', ...)."""
+    root = schema.Model.GetRootAsModel(content, 0)
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    graph = root.Subgraphs(0)
+    result = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = root.OperatorCodes(op.OpcodeIndex())
+        inputs = [graph.Tensors(op.Inputs(j)) for j in range(op.InputsLength()) if op.Inputs(j) >= 0]
+        outputs = [graph.Tensors(op.Outputs(j)) for j in range(op.OutputsLength())]
+        constant = len(inputs) > 1 and root.Buffers(inputs[1].Buffer()).DataLength() > 0
+        result.append(
+            (
+                ops[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())],
+                {types[t.Type()] for t in inputs},
+                {types[t.Type()] for t in outputs},
+                constant,
+            )
+        )
+    return result
+
+
+def test_w8a8_quantizes_the_matmuls_only(trained):
+    *_, out, _ = trained
+    interpreter = Interpreter(model_path=os.path.join(out, "model_w8a8.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
+    assert interpreter.get_output_details()[0]["dtype"] == np.float32
+    with open(os.path.join(out, "model_w8a8.tflite"), "rb") as f:
+        ops = op_tensor_types(f.read())
+    names = {name for name, *_ in ops}
+    assert {"QUANTIZE", "DEQUANTIZE", "CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"} <= names
+    for name, inputs, outputs, constant in ops:
+        if name in ("CONV_2D", "FULLY_CONNECTED"):
+            assert "FLOAT32" not in inputs | outputs, (name, inputs, outputs)
+            assert constant, name  # int8 weights in the file
+        if name in ("BATCH_MATMUL", "SOFTMAX", "GELU", "MEAN", "SQUARED_DIFFERENCE", "RSQRT", "ADD", "MUL"):
+            assert inputs - {"INT32"} == outputs == {"FLOAT32"}, (name, inputs, outputs)  # MEAN's axes: INT32
+
+
+@pytest.mark.parametrize("quantize", ["int8", "w8a8"])
+def test_calibrated_quantization_needs_images(trained, quantize):
+    with pytest.raises(export.ExportError, match=f"quantize '{quantize}' needs calibration images"):
+        convert_tflite(trained[1], quantize)
+
+
+def test_w8a8_wrong_calibration_fails(trained, tmp_path):
+    """Calibrated on pixels in [0, 1] instead of [0, 255], the file clips every image: verify must fail it."""
+    _, model, calibration, held_out, *_ = trained
+    path = str(tmp_path / "model_w8a8.tflite")
+    write_bytes(path, convert_tflite(model, "w8a8", calibration[:100] / 255))
+    row = verify_module.verify("tflite", path, "w8a8", verify_module.keras_runner(model), held_out, runs=1)
+    assert row["top1_agreement"] < 0.5 and row["failures"] == [
+        f"top-1 agreement {row['top1_agreement']:.1%} < {MIN_TOP1_AGREEMENT['w8a8']:.0%}"
+    ], row
 
 
 def test_saved_model_signatures(trained):
@@ -208,6 +270,7 @@ def test_cli_dynamic_batch_tflite(trained, tmp_path, capsys):
         (["{model}", "--format", "coreml"], "Unknown format 'coreml'"),
         (["{model}", "--format", "tflite", "--quantize", "int4"], "Unknown quantization 'int4'"),
         (["{model}", "--format", "tflite", "--quantize", "int8"], "needs calibration images"),
+        (["{model}", "--format", "tflite", "--quantize", "w8a8"], "needs calibration images"),
         (["{model}", "--format", "onnx", "--quantize", "fp16"], "applies to TFLite only"),
         (["{model}", "--out", "{tmp}/file.txt/out"], "cannot be written"),
         (

@@ -88,6 +88,7 @@ def test_main_job_reaches_98_percent(main_job):
         "model_fp32.tflite",
         "model_fp16.tflite",
         "model_dynamic.tflite",
+        "model_w8a8.tflite",
         "model.onnx",
     }
     # Seed 0 here: 0 (SavedModel), 4.3e-6 (TFLite), 4.7e-6 (ONNX); fp16 9.9e-3 against its scaled limit
@@ -97,6 +98,7 @@ def test_main_job_reaches_98_percent(main_job):
         assert rows[name]["max_abs_diff"] <= 1e-4, rows[name]
     assert rows["model_fp16.tflite"]["max_abs_diff"] <= 5e-2, rows["model_fp16.tflite"]
     assert rows["model_dynamic.tflite"]["top1_agreement"] >= 0.98, rows["model_dynamic.tflite"]
+    assert rows["model_w8a8.tflite"]["top1_agreement"] >= 0.96, rows["model_w8a8.tflite"]
     assert not os.path.exists(main_job[0] / "backup")  # removed on success
 
 

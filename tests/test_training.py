@@ -116,7 +116,8 @@ def test_tfds_by_name(monkeypatch):
 
     def fake_load(name, split, data_dir, as_supervised, with_info):
         calls.update(name=name, split=split, data_dir=data_dir)
-        info = type("Info", (), {"features": {"label": type("L", (), {"num_classes": 10})()}})()
+        label = type("L", (), {"num_classes": 10, "names": [f"class_{i}" for i in range(10)]})()
+        info = type("Info", (), {"features": {"label": label}})()
 
         def make(n):
             images = np.zeros((n, 32, 32, 3), "uint8")
@@ -128,6 +129,7 @@ def test_tfds_by_name(monkeypatch):
     splits = data.load_splits("cifar10", data_dir="/data/tfds")
     assert calls == dict(name="cifar10", split=["train[:90%]", "train[90%:]", "test"], data_dir="/data/tfds")
     assert splits.num_classes == 10 and data.count(splits.train) == 9
+    assert splits.class_names == [f"class_{i}" for i in range(10)]
 
 
 def test_image_folder(tmp_path):

@@ -2,7 +2,8 @@
 folder of images per class.
 
 `load_splits` returns `Splits`: train/validation/test `tf.data.Dataset`s of
-`(image uint8 (h, w, 3), label int)` examples, unbatched, and the class count.
+`(image uint8 (h, w, 3), label int)` examples, unbatched, the class count and
+the class names (label i is `class_names[i]`).
 `pipeline` turns one into batches of `(float32 (B, H, W, 3) in [0, 255],
 one-hot (B, K))` with static shapes.
 """
@@ -16,7 +17,7 @@ import tensorflow as tf
 from keras_vit.images import IMAGE_EXTENSIONS, decode_image, image_files, read_image
 from keras_vit.training import augment
 
-Splits = collections.namedtuple("Splits", "train validation test num_classes")
+Splits = collections.namedtuple("Splits", "train validation test num_classes class_names")
 
 # TFDS name -> (train, validation, test) split strings.
 TFDS_SPLITS = {
@@ -45,7 +46,8 @@ def load_splits(data, data_dir=None, seed=0):
 
 def digits(seed=0):
     """scikit-learn's 1,797 8x8 digits (shipped in its wheel, no download):
-    gray 0..16 → 0..255, 3 channels; 70/15/15 % stratified split by `seed`."""
+    gray 0..16 → 0..255, 3 channels, classes "0".."9"; 70/15/15 % stratified
+    split by `seed`."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -59,7 +61,9 @@ def digits(seed=0):
         x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest
     )
     make = lambda x, y: tf.data.Dataset.from_tensor_slices((x, y))  # noqa: E731
-    return Splits(make(x_train, y_train), make(x_val, y_val), make(x_test, y_test), 10)
+    return Splits(
+        make(x_train, y_train), make(x_val, y_val), make(x_test, y_test), 10, [str(i) for i in range(10)]
+    )
 
 
 def tfds_splits(name, data_dir=None):
@@ -68,14 +72,14 @@ def tfds_splits(name, data_dir=None):
     splits, info = tfds.load(
         name, split=list(TFDS_SPLITS[name]), data_dir=data_dir, as_supervised=True, with_info=True
     )
-    num_classes = info.features["label"].num_classes
-    return Splits(*splits, num_classes)
+    label = info.features["label"]
+    return Splits(*splits, label.num_classes, list(label.names))
 
 
 def folder(path, seed=0):
-    """`path/<class>/<image>`: two or more classes in sorted order, none
-    empty; each image is decoded once here so that a broken file is named
-    before training. 80/10/10 % split."""
+    """`path/<class>/<image>`: two or more classes in sorted order, named
+    after their folders, none empty; each image is decoded once here so that
+    a broken file is named before training. 80/10/10 % split."""
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
     if not classes:
         raise ValueError(
@@ -111,7 +115,7 @@ def folder(path, seed=0):
     def make(a, b):
         return tf.data.Dataset.from_tensor_slices((files[a:b], labels[a:b])).map(decode)
 
-    return Splits(*(make(a, b) for a, b in cuts), len(classes))
+    return Splits(*(make(a, b) for a, b in cuts), len(classes), classes)
 
 
 def pipeline(

@@ -14,6 +14,7 @@ import tensorflow as tf
 import keras_vit
 from keras_vit import export
 from keras_vit.export.files import check_writable
+from keras_vit.export.metadata import default_info
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.presets import preset_config
 from keras_vit.training import callbacks, data, fewshot, recipes
@@ -221,8 +222,11 @@ def export_files(run, options):
     """Exports the trained model with the export program (`export/`) into
     `output/export/` and verifies every file against the model on the test
     split; int8 is calibrated on up to `options["calibration_images"]`
-    training images. Returns the export report's rows."""
+    training images. The data set's class names go into `labels.txt` and
+    each `.tflite` file's metadata. Returns the export report's rows."""
     config, splits = run.config, run.splits
+    data_name = os.path.basename(os.path.normpath(config["data"]))  # digits, a TFDS name or a folder
+    description = f"{default_info(run.model)['description']} Trained on {data_name}."
 
     def images(ds, limit=None):
         batches = data.pipeline(
@@ -243,6 +247,8 @@ def export_files(run, options):
         quantize=options["quantize"],
         calibration_images=images(splits.train, options["calibration_images"]),
         verify_images=images(splits.test),
+        class_names=splits.class_names,
+        metadata=dict(description=description),
     )
 
 
