@@ -120,7 +120,13 @@ def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
                     sys.executable,
                     "-m",
                     "keras_vit.training",
+                    "--config",  # a shipped config; with jit_compile true, as it has, XLA cannot run here
+                    "deit",
+                    "--data",
+                    "digits",
                     *TINY_RUN,
+                    "--set",
+                    "jit_compile=true",
                     "--epochs",
                     "2",
                     "--output",
@@ -137,6 +143,7 @@ def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
         assert "multi_worker strategy, 2 replica(s)" in out
+        assert "jit_compile: false, not True: multi_worker on CPU has no XLA collectives" in out
     import h5py
 
     weights = []

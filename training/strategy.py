@@ -110,6 +110,23 @@ def check_batch_size(global_batch_size, replicas):
         )
 
 
+def jit_compile(requested, strategy_name):
+    """The `jit_compile` to compile with: `requested` (true, false or "auto"),
+    except under multi_worker without a GPU, where XLA has no
+    collectives ("Collectives are not yet implemented for CPU devices") and
+    the run would crash: then false, and the choice is printed."""
+    if (
+        strategy_name == "multi_worker"
+        and requested is not False
+        and not tf.config.list_logical_devices("GPU")
+    ):
+        print(
+            f"jit_compile: false, not {requested!r}: multi_worker on CPU has no XLA collectives", flush=True
+        )
+        return False
+    return requested
+
+
 def precision_policy(precision, strategy_name):
     """The Keras dtype policy name for `precision`, one of PRECISIONS
     (`config.validate` checks it): `auto` is mixed_bfloat16 on TPU,

@@ -85,6 +85,7 @@ def prepare(config):
     batch = config["batch_size"]
     strategies.check_batch_size(batch, replicas)
     policy = strategies.precision_policy(config["precision"], strategy_name)
+    jit_compile = strategies.jit_compile(config["jit_compile"], strategy_name)
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:  # the same seed gives the same model, on the same machine
         tf.config.experimental.enable_op_determinism()
@@ -140,7 +141,7 @@ def prepare(config):
                 keras.metrics.CategoricalAccuracy(name="accuracy"),
                 keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
             ],
-            jit_compile=config["jit_compile"],
+            jit_compile=jit_compile,
             steps_per_execution=config["steps_per_execution"],
         )
     return PreparedRun(
