@@ -8,7 +8,14 @@ import keras
 from keras import ops
 
 from keras_vit import checkpoints, presets, saving
-from keras_vit.layers import ClassToken, PatchEmbedding, PositionEmbedding, ResNetStem, TransformerBlock
+from keras_vit.layers import (
+    ClassToken,
+    PatchDropout,
+    PatchEmbedding,
+    PositionEmbedding,
+    ResNetStem,
+    TransformerBlock,
+)
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
 
@@ -49,6 +56,9 @@ class ViT(keras.Model):
         dropout_rate, attention_dropout_rate: dropout rates.
         drop_path_rate: stochastic depth of the last block; block i gets
             `drop_path_rate * i / (num_layers - 1)`.
+        patch_dropout_rate: in training, the fraction of patch tokens dropped
+            after the position embedding (PatchDropout, timm's
+            `patch_drop_rate`); no effect at inference.
         gelu_approximate: tanh GELU (True, the original) or exact erf.
         layer_norm_epsilon: 1e-6 (original), 1e-12 for HF-converted weights.
         include_rescaling: map [0, 255] inputs to [-1, 1] inside the model.
@@ -77,6 +87,7 @@ class ViT(keras.Model):
         dropout_rate=0.0,
         attention_dropout_rate=0.0,
         drop_path_rate=0.0,
+        patch_dropout_rate=0.0,
         gelu_approximate=True,
         layer_norm_epsilon=1e-6,
         include_rescaling=True,
@@ -103,6 +114,7 @@ class ViT(keras.Model):
                 dropout_rate=dropout_rate,
                 attention_dropout_rate=attention_dropout_rate,
                 drop_path_rate=drop_path_rate,
+                patch_dropout_rate=patch_dropout_rate,
             ),
             position_embedding=position_embedding,
             resnet_layers=resnet_layers,
@@ -129,6 +141,15 @@ class ViT(keras.Model):
                 )
             )
         layers.append(keras.layers.Dropout(dropout_rate, dtype=policy, name="embedding_dropout"))
+        if patch_dropout_rate:
+            layers.append(
+                PatchDropout(
+                    patch_dropout_rate,
+                    num_prefix_tokens=int(pooling == "token"),
+                    dtype=policy,
+                    name="patch_dropout",
+                )
+            )
         for i in range(num_layers):
             layers.append(
                 TransformerBlock(
@@ -177,6 +198,7 @@ class ViT(keras.Model):
         self.dropout_rate = dropout_rate
         self.attention_dropout_rate = attention_dropout_rate
         self.drop_path_rate = drop_path_rate
+        self.patch_dropout_rate = patch_dropout_rate
         self.gelu_approximate = gelu_approximate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.include_rescaling = include_rescaling
@@ -323,6 +345,7 @@ class ViT(keras.Model):
             "dropout_rate": self.dropout_rate,
             "attention_dropout_rate": self.attention_dropout_rate,
             "drop_path_rate": self.drop_path_rate,
+            "patch_dropout_rate": self.patch_dropout_rate,
             "gelu_approximate": self.gelu_approximate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "include_rescaling": self.include_rescaling,
@@ -383,6 +406,7 @@ def _features(layers, images, return_attention=False):
         "class_token",
         "position_embedding",
         "embedding_dropout",
+        "patch_dropout",
     ):
         if name in layers:
             x = layers[name](x)

@@ -235,3 +235,19 @@ def test_trains(tiny_config):
     images, labels = random_images(batch=16), np.arange(16) % 7
     losses = model.fit(images, labels, epochs=8, batch_size=8, verbose=0).history["loss"]
     assert losses[-1] < losses[0]
+
+
+def test_model_with_patch_dropout_is_unchanged_at_inference_and_trains(tiny_config):
+    plain = randomize(keras_vit.ViT(**tiny_config))
+    model = keras_vit.ViT(**tiny_config, patch_dropout_rate=0.5)
+    model.set_weights(plain.get_weights())  # the layer has no weights
+    images = random_images()
+    np.testing.assert_allclose(model(images), plain(images), atol=1e-6)
+    assert model.forward_features(images).shape == (2, 17, 32)
+    features = model.feature_extractor(["tokens"])
+    assert features(images, training=True)["tokens"].shape == (2, 1 + 8, 32)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = model.fit(images, np.array([1, 2]), epochs=1, verbose=0).history["loss"][0]
+    assert np.isfinite(loss)
+    again = keras_vit.ViT.from_config(model.get_config())
+    assert again.get_layer("patch_dropout").rate == 0.5

@@ -4,6 +4,7 @@ from keras_vit.layers.attention import MultiHeadSelfAttention
 from keras_vit.layers.class_token import ClassToken
 from keras_vit.layers.drop_path import DropPath
 from keras_vit.layers.mlp import MlpBlock, gelu
+from keras_vit.layers.patch_dropout import PatchDropout
 from keras_vit.layers.patch_embedding import PatchEmbedding
 from keras_vit.layers.position_embedding import (
     PositionEmbedding,
@@ -18,6 +19,7 @@ __all__ = [
     "DropPath",
     "MlpBlock",
     "MultiHeadSelfAttention",
+    "PatchDropout",
     "PatchEmbedding",
     "PositionEmbedding",
     "ResNetStage",
