@@ -42,6 +42,32 @@ def test_recipes_follow_the_paper():
         recipes.optimizer("finetune", 0.03, 100, 10, weight_decay=0.1)
 
 
+@pytest.mark.parametrize("recipe", ["finetune", "deit"])
+def test_layer_decay_scales_each_variables_rate(recipe):
+    """One step from zero state with equal gradients: SGD (momentum 0) moves each variable by lr * g,
+    Adam by lr * sign(g); the ratio to the head's step is the variable's multiplier."""
+    model = keras_vit.ViT(image_size=16, patch_size=4, hidden_dim=8, num_layers=3, num_heads=2, mlp_dim=16)
+    multipliers = recipes.layer_decay_multipliers(model, 0.5)
+    expected = {}
+    for v in model.trainable_variables:
+        layer = v.path.split("/")[0]
+        if layer.startswith("encoderblock_"):
+            expected[v.path] = 0.5 ** (3 - int(layer[-1]))  # block 2 gets 0.5, block 0 0.125
+        elif layer in ("embedding", "class_token", "position_embedding"):
+            expected[v.path] = 0.5**4
+    assert multipliers == expected and 0.5**4 in multipliers.values()
+    opt = recipes.optimizer(
+        recipe, 0.1, 10, 0, weight_decay=0.0 if recipe == "deit" else None, lr_multipliers=multipliers
+    )
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    opt.apply([tf.ones_like(v) for v in model.trainable_variables], model.trainable_variables)
+    steps = {v.path: np.abs(v.numpy() - b).max() for v, b in zip(model.trainable_variables, before)}
+    for path, step in steps.items():
+        np.testing.assert_allclose(
+            step / steps["head/kernel"], expected.get(path, 1.0), rtol=1e-3, err_msg=path
+        )
+
+
 def test_fewshot_matches_scikit_learn_ridge():
     from sklearn.linear_model import RidgeClassifier
 

@@ -100,6 +100,7 @@ SCHEMA = {
     "learning_rate": ("a positive number", lambda v: _number(v) and v > 0),
     "warmup_steps": COUNT,
     "weight_decay": _or_null(*ALPHA),
+    "layer_decay": _or_null("a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1),
     "label_smoothing": ("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     "augment": ("a dict of augment options", lambda v: isinstance(v, dict)),
     "augment.inception_crop": BOOL,

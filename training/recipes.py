@@ -9,7 +9,9 @@
   options and drop-path of `configs/deit.json`).
 
 Biases, LayerNorm scales, the class token and position embeddings get no
-weight decay, as in DeiT and timm.
+weight decay, as in DeiT and timm. Each recipe takes layer-wise learning-rate
+decay (BEiT; timm's `--layer-decay`, big_vision's `lr_mults`):
+`layer_decay_multipliers`.
 """
 
 import math
@@ -68,24 +70,62 @@ class _ClipSummedGradient:
         return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
 
 
-class ClippedSGD(_ClipSummedGradient, keras.optimizers.SGD):
+class _LearningRateMultipliers:
+    """Scales each variable's learning rate by `lr_multipliers[variable.path]`
+    (1 for a variable not in it). The decoupled weight decay keeps the base rate."""
+
+    lr_multipliers = {}
+
+    def build(self, variables):
+        super().build(variables)
+        self._multiplier_by_index = [self.lr_multipliers.get(v.path, 1.0) for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        multiplier = self._multiplier_by_index[self._get_variable_index(variable)]
+        return super().update_step(gradient, variable, learning_rate * multiplier)
+
+
+class ClippedSGD(_LearningRateMultipliers, _ClipSummedGradient, keras.optimizers.SGD):
     pass
 
 
-class ClippedAdamW(_ClipSummedGradient, keras.optimizers.AdamW):
+class ClippedAdamW(_LearningRateMultipliers, _ClipSummedGradient, keras.optimizers.AdamW):
     pass
 
 
-def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=None):
+class AdamW(_LearningRateMultipliers, keras.optimizers.AdamW):
+    pass
+
+
+def layer_decay_multipliers(model, decay):
+    """Layer-wise learning-rate decay: `{variable path: multiplier}` for a
+    keras_vit.ViT. Block i gets `decay ** (depth - i)`, the embeddings (patch
+    embedding, class token, position embedding, ResNet stem) `decay ** (depth + 1)`,
+    the final norm, pre-logits and head 1 (left out), as in timm's
+    `param_groups_layer_decay`."""
+    depth, multipliers = model.num_layers, {}
+    for variable in model.trainable_variables:
+        layer = variable.path.split("/")[0]
+        if layer.startswith("encoderblock_"):
+            multipliers[variable.path] = decay ** (depth - int(layer[len("encoderblock_") :]))
+        elif layer in ("resnet", "embedding", "class_token", "position_embedding"):
+            multipliers[variable.path] = decay ** (depth + 1)
+    return multipliers
+
+
+def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=None, lr_multipliers=None):
     """The optimizer of `recipe`, one of RECIPES (`config.validate` checks the
-    name). `weight_decay=None` takes the recipe's own (0 / 0.1 / 0.05)."""
+    name). `weight_decay=None` takes the recipe's own (0 / 0.1 / 0.05);
+    `lr_multipliers` (`layer_decay_multipliers`) scales variables' rates."""
     if recipe == "finetune":
         if weight_decay:
             raise ValueError(
                 f"The finetune recipe uses no weight decay (the paper's); got weight_decay={weight_decay}."
             )
         schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
-        return ClippedSGD(schedule, momentum=0.9, global_clipnorm=1.0)
+        opt = ClippedSGD(schedule, momentum=0.9, global_clipnorm=1.0)
+        opt.lr_multipliers = dict(lr_multipliers or {})
+        return opt
     if recipe == "pretrain":
         schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "linear")
         opt = ClippedAdamW(
@@ -97,6 +137,7 @@ def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=Non
         )
     else:  # deit
         schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
-        opt = keras.optimizers.AdamW(schedule, weight_decay=0.05 if weight_decay is None else weight_decay)
+        opt = AdamW(schedule, weight_decay=0.05 if weight_decay is None else weight_decay)
     opt.exclude_from_weight_decay(var_names=NO_DECAY)
+    opt.lr_multipliers = dict(lr_multipliers or {})
     return opt

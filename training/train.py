@@ -129,6 +129,7 @@ def prepare(config):
             total_steps,
             config["warmup_steps"],
             config.get("weight_decay"),
+            recipes.layer_decay_multipliers(model, config["layer_decay"]) if config["layer_decay"] else None,
         )
         if policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -33,8 +33,10 @@ class PatchDropout(keras.layers.Layer):
         num_patches = patches.shape[1]
         num_keep = max(1, int(num_patches * (1.0 - self.rate)))
         noise = keras.random.uniform((ops.shape(tokens)[0], num_patches), seed=self.seed_generator)
-        keep = ops.sort(ops.argsort(noise, axis=-1)[:, :num_keep], axis=-1)  # (B, K), in order
-        kept = ops.take_along_axis(patches, ops.expand_dims(keep, -1), axis=1)
+        keep = ops.sort(ops.top_k(noise, num_keep, sorted=False)[1], axis=-1)  # (B, K) random, in order
+        # A one-hot matmul picks the rows, exactly: take_along_axis's gradient logs a oneDNN int64 error
+        # line on every training step on TensorFlow.
+        kept = ops.einsum("bkn,bnd->bkd", ops.one_hot(keep, num_patches, dtype=patches.dtype), patches)
         return ops.concatenate([prefix, kept], axis=1)
 
     def compute_output_shape(self, input_shape):
