@@ -16,9 +16,9 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
+from helpers import fit_digits_vit
 from tensorflow.python.framework import config as tf_config
 
-import keras_vit
 from keras_vit import export
 from keras_vit.export.__main__ import main
 from keras_vit.export.files import write_bytes, write_directory
@@ -49,18 +49,7 @@ def trained(tmp_path_factory):
 def _train_and_export(tmp_path_factory):
     images, labels = digits_images(16)
     keras.utils.set_random_seed(0)
-    model = keras_vit.ViT(
-        image_size=16, patch_size=4, hidden_dim=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=10
-    )
-    steps = 12 * (1400 // 32 + 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=2e-3, warmup_steps=steps // 10
-    )
-    model.compile(
-        keras.optimizers.AdamW(schedule, weight_decay=0.05),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(images[:1400], labels[:1400], epochs=12, batch_size=32, verbose=0)
+    model = fit_digits_vit(images, labels, epochs=12, peak_learning_rate=2e-3)
     root = tmp_path_factory.mktemp("export")
     path = str(root / "digits.keras")
     model.save(path)

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from digits import digits_images
-from helpers import randomize
+from helpers import fit_digits_vit, randomize
 from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
 from mediapipe.tasks.python import BaseOptions
 from mediapipe.tasks.python.vision import ImageClassifier, ImageClassifierOptions
@@ -46,18 +46,7 @@ def trained():
         images, labels = digits_images(16)
         order = np.random.default_rng(0).permutation(len(images))
         images, labels = np.round(images[order]), labels[order]
-        model = keras_vit.ViT(
-            image_size=16, patch_size=4, hidden_dim=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=10
-        )
-        steps = 10 * (1400 // 32 + 1)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, steps, warmup_target=3e-3, warmup_steps=steps // 10
-        )
-        model.compile(
-            keras.optimizers.AdamW(schedule, weight_decay=0.05),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        model.fit(images[:1400], labels[:1400], epochs=10, batch_size=32, verbose=0)
+        model = fit_digits_vit(images, labels, epochs=10, peak_learning_rate=3e-3)
     finally:
         if not was_deterministic:  # tf.config can only enable it: leave later tests as they were
             tf_config.disable_op_determinism()
