@@ -16,6 +16,7 @@ from keras_vit.export import (
     load_model,
 )
 from keras_vit.export.data import load_images
+from keras_vit.export.labels import read_labels
 
 
 def parse_args(argv):
@@ -44,7 +45,8 @@ def parse_args(argv):
     )
     parser.add_argument(
         "--labels",
-        help="a text file, one class name per line; written as labels.txt and into each .tflite's metadata",
+        help="a text file, one class name per line, or 'imagenet' for the ImageNet-1k names (downloaded "
+        "once); written as labels.txt and into each .tflite's metadata",
     )
     parser.add_argument(
         "--softmax", action="store_true", help="TFLite files end in a softmax: scores are probabilities"
@@ -76,8 +78,7 @@ def main(argv=None):
         if args.verify:
             verify = load_images(args.verify, model.image_size, what="--verify")
         if args.labels:
-            with open(args.labels) as f:
-                class_names = [line.strip() for line in f if line.strip()]
+            class_names = read_labels(args.labels)
         metadata = dict(_key_value(item) for item in args.metadata)
         export_model(
             model,

@@ -3,6 +3,7 @@ ImageClassifier: it loads each file as written (the metadata gives it the
 input's normalization and the labels) and classifies uint8 RGB digits as the
 Keras model does; the training program's export carries its data set's labels."""
 
+import json
 import types
 import zipfile
 
@@ -227,3 +228,49 @@ def test_training_program_export_writes_the_labels(trained, tmp_path):
     assert files == {"labels.txt": "".join(f"{name}\n" for name in DIGITS)}
     assert metadata.description.endswith(b"Trained on digits.")
     assert (tmp_path / "export" / "labels.txt").read_text().split() == DIGITS
+
+
+def test_cli_imagenet_labels_downloaded_once(tmp_path, monkeypatch, capsys):
+    """`--labels imagenet`: the ImageNet-1k names, fetched with their checksum into $KERAS_VIT_HOME once."""
+    import hashlib
+
+    from keras_vit.export import labels
+
+    names = [f"class_{i}" for i in range(1000)]
+    index = tmp_path / "served" / "imagenet_class_index.json"
+    index.parent.mkdir()
+    index.write_text(json.dumps({str(i): [f"n{i:08d}", name] for i, name in enumerate(names)}))
+    monkeypatch.setenv("KERAS_VIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(labels, "IMAGENET_CLASS_INDEX_URL", index.as_uri())
+    monkeypatch.setattr(labels, "IMAGENET_CLASS_INDEX_MD5", hashlib.md5(index.read_bytes()).hexdigest())
+    model = randomize(
+        keras_vit.ViT(
+            image_size=16,
+            patch_size=8,
+            hidden_dim=16,
+            num_layers=1,
+            num_heads=2,
+            mlp_dim=32,
+            num_classes=1000,
+        )
+    )
+    model.save(tmp_path / "m.keras")
+    argv = [
+        str(tmp_path / "m.keras"),
+        "--out",
+        str(tmp_path / "out"),
+        "--format",
+        "tflite",
+        "--labels",
+        "imagenet",
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "labels.txt").read_text().splitlines() == names
+    _, files = read_metadata(tmp_path / "out" / "model_fp32.tflite")
+    assert files["labels.txt"].splitlines() == names
+    assert (tmp_path / "home" / "downloads" / "imagenet_class_index.json").is_file()
+    index.unlink()  # the cached copy serves the next export
+    assert main([*argv[:2], str(tmp_path / "again"), *argv[3:]]) == 0, capsys.readouterr().err
+    monkeypatch.setenv("KERAS_VIT_HOME", str(tmp_path / "empty"))  # nothing cached, nothing served
+    assert main([*argv[:2], str(tmp_path / "third"), *argv[3:]]) == 1
+    assert "Could not download the ImageNet class names" in capsys.readouterr().err
