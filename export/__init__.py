@@ -13,6 +13,7 @@ if __name__ != "keras_vit.export":  # e.g. `import export` from the repository's
 
 import os
 
+import keras
 import numpy as np
 
 import keras_vit
@@ -53,6 +54,17 @@ def load_model(path):
     return model
 
 
+def float32_copy(model):
+    """`model` itself if it computes in float32, else a float32 ViT with its
+    weights: TFLite has no bfloat16 kernels, and the converter refuses the
+    mixed-precision graph op by op."""
+    if model.dtype_policy.compute_dtype == "float32":
+        return model
+    copy = keras_vit.ViT.from_config({**model.get_config(), "dtype": "float32"})
+    copy.set_weights([keras.ops.convert_to_numpy(w).astype("float32") for w in model.weights])
+    return copy
+
+
 def export_model(
     model,
     out_dir,
@@ -90,7 +102,10 @@ def export_model(
     int8, which quantizes LayerNorm, softmax and GELU too and is lossy on
     ViTs); NaN or
     inf logits; a custom or Flex op in a `.tflite` file.
+    A mixed-precision model (`mixed_bfloat16`, `mixed_float16`) is exported
+    as its float32 copy: the files are float32 (or quantized from it).
     """
+    model = float32_copy(model)
     formats, quantize = _check_options(model, formats, quantize, class_names, calibration_images, softmax)
     check_info(metadata or {})
     _check_images(model, calibration_images, verify_images)

@@ -18,6 +18,7 @@ from helpers import ENV, ROOT, TINY_VIT, random_images, randomize
 from keras import ops
 
 import keras_vit
+from keras_vit import export
 from keras_vit.export import ExportError
 from keras_vit.export.tflite import convert_tflite, tflite_ops
 from keras_vit.export.verify import MAX_DIFF
@@ -114,3 +115,24 @@ def test_exact_gelu_model_exports_in_the_cli(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.path.isfile(tmp_path / "out" / "model_fp32.tflite")
+
+
+def test_mixed_precision_model_exports_as_float32(tmp_path):
+    """TFLite has no bfloat16 kernels: a mixed_bfloat16 model (precision auto on TPU) exports its float32
+    copy, checked against that copy's logits; the model itself stays as it was."""
+    model = randomize(keras_vit.ViT(**{**TINY_VIT, "dtype": "mixed_bfloat16"}))
+    report = export.export_model(
+        model, str(tmp_path), formats=("tflite", "onnx"), quantize=("fp32", "dynamic")
+    )
+    assert [row["file"] for row in report["files"]] == [
+        "model_fp32.tflite",
+        "model_dynamic.tflite",
+        "model.onnx",
+    ]
+    assert not any(row["failures"] for row in report["files"]), report["files"]
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    images = random_images(batch=4)
+    bf16 = keras.ops.convert_to_numpy(keras.ops.cast(model(images), "float32"))
+    fp32 = run_tflite((tmp_path / "model_fp32.tflite").read_bytes(), images)
+    # bfloat16 keeps 8 bits of mantissa: 0.034 apart here, logits up to 3.6.
+    assert float(np.max(np.abs(bf16 - fp32))) <= 0.05 * max(1.0, float(np.max(np.abs(fp32))))

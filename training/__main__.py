@@ -71,6 +71,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if config["verbose"] == "auto":  # a progress bar on a terminal, else one line per epoch
         config["verbose"] = 1 if sys.stdout.isatty() else 2
+    from keras_vit import export
     from keras_vit.training import callbacks, train
 
     try:
@@ -79,7 +80,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     try:
         train.fit(prepared)
-    except callbacks.RunError as e:
+    except (callbacks.RunError, export.ExportError, export.VerificationError) as e:
         sys.exit(f"error: {e}")
 
 
