@@ -1,11 +1,8 @@
 """Class names for the labels file: a text file, or ImageNet-1k's names."""
 
 import json
-import os
 
-import keras
-
-from keras_vit.checkpoints import cache_dir
+from keras_vit.checkpoints.download import download_file
 from keras_vit.export.errors import ExportError
 
 # The ImageNet-1k class index that keras.applications' decode_predictions reads, {"0": ["n01440764",
@@ -19,19 +16,14 @@ IMAGENET_CLASS_INDEX_MD5 = "c2c37ea517e94d9795004a39431a14cb"
 def imagenet_labels():
     """The 1,000 ImageNet-1k class names ("tench", "goldfish", ...) in the
     heads' order: downloaded once into `$KERAS_VIT_HOME/downloads/`."""
-    os.makedirs(os.path.join(cache_dir(), "downloads"), exist_ok=True)  # else get_file falls back to /tmp
     try:
-        path = keras.utils.get_file(
-            "imagenet_class_index.json",
-            IMAGENET_CLASS_INDEX_URL,
-            cache_dir=cache_dir(),
-            cache_subdir="downloads",
-            file_hash=IMAGENET_CLASS_INDEX_MD5,
+        path = download_file(
+            IMAGENET_CLASS_INDEX_URL, "imagenet_class_index.json", IMAGENET_CLASS_INDEX_MD5, "md5"
         )
-    except Exception as error:  # no network, a wrong hash
+    except (ValueError, ConnectionError) as error:  # no network, a corrupt file
         raise ExportError(
-            f"Could not download the ImageNet class names from {IMAGENET_CLASS_INDEX_URL} ({error}); "
-            "pass --labels FILE, one class name a line, instead."
+            f"Could not download the ImageNet class names: {error} Or pass --labels FILE, "
+            "one class name a line."
         ) from None
     with open(path) as f:
         index = json.load(f)
