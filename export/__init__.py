@@ -100,12 +100,10 @@ def export_model(
     ≤ 1e-4 (fp32), 1e-2 (fp16), both times max(1, max |logits|); top-1
     agreement ≥ 98% (dynamic-range int8), ≥ 96% (w8a8), ≥ 90% (full-integer
     int8, which quantizes LayerNorm, softmax and GELU too and is lossy on
-    ViTs); NaN or
-    inf logits; a custom or Flex op in a `.tflite` file.
+    ViTs); NaN or inf logits; a custom or Flex op in a `.tflite` file.
     A mixed-precision model (`mixed_bfloat16`, `mixed_float16`) is exported
     as its float32 copy: the files are float32 (or quantized from it).
     """
-    model = float32_copy(model)
     formats, quantize = _check_options(model, formats, quantize, class_names, calibration_images, softmax)
     check_info(metadata or {})
     _check_images(model, calibration_images, verify_images)
@@ -117,6 +115,7 @@ def export_model(
         ) from error
     calibration_images, verify_images, source = _split_images(model, calibration_images, verify_images)
 
+    model = float32_copy(model)  # after the checks: a copy of a large model takes a while
     reference = keras_runner(model)
     # What the .tflite files give: the logits, or with `softmax` their softmax.
     scores = (lambda images: _softmax(reference(images))) if softmax else reference

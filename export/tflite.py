@@ -35,10 +35,9 @@ def convert_tflite(model, quantize="fp32", calibration_images=None, dynamic_batc
     weights, float activations); `"int8"` (full integer: int8 weights and
     activations in every op); `"w8a8"` (int8 weights and activations in the
     weight matmuls, W8A8_INT8_OPS; attention, LayerNorm, softmax and GELU
-    in float). `"int8"`
-    and `"w8a8"` are calibrated on `calibration_images` `(N, H, W, 3)` and
-    keep float32 input and output. Only TFLite builtin ops are allowed (no
-    Flex ops).
+    in float). `"int8"` and `"w8a8"` are calibrated on `calibration_images`
+    `(N, H, W, 3)` and keep float32 input and output. Only TFLite builtin ops
+    are allowed (no Flex ops).
     """
     check_formats(("tflite",), (quantize,))
     check_calibration((quantize,), calibration_images)
