@@ -5,6 +5,8 @@ images, the weights under the original checkpoints' names, and the small
 digits model that the export tests train."""
 
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -14,6 +16,15 @@ import keras_vit
 # The repository's root, and the environment of the programs run in subprocesses.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def run_python(*args, env=ENV, timeout=300):
+    """`python *args` (e.g. `"-m", "keras_vit.export", ...`) in a fresh process in the
+    repository's root; the finished process, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
 
 # keras_vit.ViT keyword arguments for a ViT small enough for unit tests:
 # 16 patches of 8x8, D=32, 2 blocks.

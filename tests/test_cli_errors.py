@@ -6,13 +6,12 @@ has help; the few-shot program evaluates as the run did."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT, run_python
 
 import keras_vit
 from keras_vit import startup
@@ -29,7 +28,6 @@ from keras_vit.training import (
     config as configs,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the programs' own default
 ENV["PYTHONPATH"] = ROOT
 # A tiny run on digits; verbose stays "auto".
@@ -58,14 +56,7 @@ TINY_CLI_RUN = [
 
 
 def run(*args, module="keras_vit.training"):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_python("-m", module, *args, env=ENV, timeout=300)
 
 
 def error_line(result):

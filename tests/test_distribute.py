@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import numpy as np
-from helpers import ENV, ROOT, TINY_RUN
+from helpers import ENV, ROOT, TINY_RUN, run_python
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -75,26 +75,14 @@ PROGRAM_FIT = TWO_CPUS + textwrap.dedent("""
 
 def test_keras_fit_under_mirrored_strategy_matches_one_device():
     result = subprocess.run(
-        [sys.executable, "-c", KERAS_FIT],
-        env=ENV,
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-c", KERAS_FIT], env=ENV, cwd=TESTS, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "losses" in result.stdout
 
 
 def test_training_program_under_mirrored_strategy_matches_one_device(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", PROGRAM_FIT, *TINY_RUN, "--output", str(tmp_path / "run")],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python("-c", PROGRAM_FIT, *TINY_RUN, "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LOSSES" in result.stdout
 
@@ -173,7 +161,7 @@ def test_kill_9_then_rerun_resumes(tmp_path):
     proc.wait(timeout=30)
     assert "Epoch 4/30" in seen, seen[-2000:]
     assert (out / "backup").exists()
-    result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_python(*command[1:])
     assert result.returncode == 0, result.stderr[-3000:]
     logs = result.stdout + result.stderr
     resumed = int(logs.split("Resuming from epoch ")[1].split()[0])

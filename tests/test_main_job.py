@@ -7,12 +7,10 @@ take the preset folder. About 2-3 minutes on a 2-core CPU."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers import ROOT, run_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT)
 
 # Loads every file of the run in a process that has not seen the trainer.
@@ -63,14 +61,7 @@ print("all files load")
 def main_job(tmp_path_factory):
     """The run folder of `python -m keras_vit.training --output RUN`, and its results."""
     run = tmp_path_factory.mktemp("main_job") / "digits"
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_vit.training", "--output", str(run)],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = run_python("-m", "keras_vit.training", "--output", str(run), env=ENV, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     # stdout is a pipe: one line per epoch, no progress bar
     assert "Traceback" not in done.stderr and "\x1b[" not in done.stdout
@@ -104,44 +95,26 @@ def test_main_job_reaches_98_percent(main_job):
 
 def test_every_file_loads_in_a_fresh_process(main_job):
     run, _ = main_job
-    done = subprocess.run(
-        [sys.executable, "-c", CHECK_FILES, str(run)],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_python("-c", CHECK_FILES, str(run), env=ENV, timeout=600)
     assert done.returncode == 0 and "all files load" in done.stdout, done.stderr[-3000:]
 
 
 def test_readme_commands_take_the_preset_folder(main_job, tmp_path):
     run, results = main_job
-    exported = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_vit.export",
-            str(run / "preset"),
-            "--out",
-            str(tmp_path / "dist"),
-            "--format",
-            "tflite",
-        ],
+    exported = run_python(
+        "-m",
+        "keras_vit.export",
+        str(run / "preset"),
+        "--out",
+        str(tmp_path / "dist"),
+        "--format",
+        "tflite",
         env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert exported.returncode == 0, exported.stderr[-3000:]
-    fewshot = subprocess.run(
-        [sys.executable, "-m", "keras_vit.training.fewshot", "--model", str(run / "preset")],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    fewshot = run_python(
+        "-m", "keras_vit.training.fewshot", "--model", str(run / "preset"), env=ENV, timeout=600
     )
     assert fewshot.returncode == 0, fewshot.stderr[-3000:]
     # The preset folder sits in the run: few-shot takes the run's data and resize and repeats its numbers.

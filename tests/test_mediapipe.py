@@ -29,6 +29,8 @@ from keras_vit.export.verify import MIN_TOP1_AGREEMENT
 from keras_vit.training import data, train
 
 DIGITS = [str(i) for i in range(10)]
+# A ViT for the tests that check the file, not its accuracy: 16x16 images, 4 patches, one block.
+SMALL_VIT = dict(image_size=16, patch_size=8, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
 # Top-1 agreement of MediaPipe's top category with Keras' argmax; the calibrated quantizations are held to
 # the export's own limits (export/verify.py).
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "dynamic": 0.99}
@@ -186,16 +188,7 @@ def test_cli_labels_and_metadata(trained, tmp_path, capsys):
 
 def test_input_in_minus_one_to_one_is_normalized(tmp_path):
     """A model without rescaling takes (pixel - 127.5) / 127.5; the metadata tells MediaPipe so."""
-    model = keras_vit.ViT(
-        image_size=16,
-        patch_size=8,
-        hidden_dim=16,
-        num_layers=1,
-        num_heads=2,
-        mlp_dim=32,
-        num_classes=10,
-        include_rescaling=False,
-    )
+    model = keras_vit.ViT(**SMALL_VIT, num_classes=10, include_rescaling=False)
     randomize(model)
     path = tmp_path / "model.tflite"
     path.write_bytes(with_metadata(convert_tflite(model), model))
@@ -243,17 +236,7 @@ def test_cli_imagenet_labels_downloaded_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KERAS_VIT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(labels, "IMAGENET_CLASS_INDEX_URL", index.as_uri())
     monkeypatch.setattr(labels, "IMAGENET_CLASS_INDEX_MD5", hashlib.md5(index.read_bytes()).hexdigest())
-    model = randomize(
-        keras_vit.ViT(
-            image_size=16,
-            patch_size=8,
-            hidden_dim=16,
-            num_layers=1,
-            num_heads=2,
-            mlp_dim=32,
-            num_classes=1000,
-        )
-    )
+    model = randomize(keras_vit.ViT(**SMALL_VIT, num_classes=1000))
     model.save(tmp_path / "m.keras")
     argv = [
         str(tmp_path / "m.keras"),

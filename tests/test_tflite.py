@@ -6,15 +6,13 @@ A conversion that fails is one line that names the op."""
 
 import itertools
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
-from helpers import ENV, ROOT, TINY_VIT, random_images, randomize
+from helpers import TINY_VIT, random_images, randomize, run_python
 from keras import ops
 
 import keras_vit
@@ -96,21 +94,14 @@ def test_conversion_failure_is_one_line(monkeypatch, capfd):
 def test_exact_gelu_model_exports_in_the_cli(tmp_path):
     model = randomize(keras_vit.ViT(**{**TINY_VIT, "gelu_approximate": False}))
     model.save(tmp_path / "m.keras")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_vit.export",
-            str(tmp_path / "m.keras"),
-            "--out",
-            str(tmp_path / "out"),
-            "--format",
-            "tflite",
-        ],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_python(
+        "-m",
+        "keras_vit.export",
+        str(tmp_path / "m.keras"),
+        "--out",
+        str(tmp_path / "out"),
+        "--format",
+        "tflite",
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

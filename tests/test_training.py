@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import ENV, ROOT, TINY_RUN
+from helpers import ENV, TINY_RUN, run_python
 
 import keras_vit
 from keras_vit.training import augment, data, fewshot, recipes, strategy, train
@@ -208,14 +208,7 @@ def test_empty_folder_and_bad_batch_and_tf_config(tmp_path):
 
 def test_cli_reports_errors_without_traceback(tmp_path):
     env = dict(ENV, TF_CONFIG='{"cluster": {"worker": ["127.0.0.1"]}}')
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_vit.training", "--output", str(tmp_path)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python("-m", "keras_vit.training", "--output", str(tmp_path), env=env, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: TF_CONFIG")
     assert "Traceback" not in result.stderr
@@ -257,21 +250,14 @@ def test_unknown_export_format_is_rejected_before_training(tmp_path):
 
 
 def test_nan_loss_stops_the_run_with_a_message(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_vit.training",
-            *TINY_RUN,
-            "--learning-rate",
-            "1e30",
-            "--output",
-            str(tmp_path),
-        ],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_python(
+        "-m",
+        "keras_vit.training",
+        *TINY_RUN,
+        "--learning-rate",
+        "1e30",
+        "--output",
+        str(tmp_path),
         timeout=120,
     )
     assert result.returncode == 1
