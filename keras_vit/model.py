@@ -7,12 +7,13 @@ import os
 import keras
 from keras import ops
 
-from keras_vit import checkpoints, presets, saving
+from keras_vit import checkpoints, lora, presets, saving
 from keras_vit.layers import (
     ClassToken,
     PatchDropout,
     PatchEmbedding,
     PositionEmbedding,
+    Registers,
     ResNetStem,
     TransformerBlock,
 )
@@ -20,8 +21,12 @@ from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
 
 POOLINGS = ("token", "gap")
+FINAL_NORMS = ("tokens", "pooled")
 POSITION_EMBEDDINGS = ("learned", "sincos2d", "none")
 FEATURES = ("tokens", "pooled", "hidden_states", "attention", "logits")
+DISTILLED_FEATURES = ("class_logits", "distillation_logits")
+# Pixel mean and std in [0, 1] units of the original's [-1, 1] inputs (timm's IMAGENET_INCEPTION_*).
+INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -29,20 +34,29 @@ class ViT(keras.Model):
     """Vision Transformer (Dosovitskiy et al., 2021), configured by keyword.
 
     Input: images `(B, H, W, 3)`, values in [0, 255] when `include_rescaling`
-    (mapped to [-1, 1] inside, as the original preprocessing), else in [-1, 1].
+    (mapped inside to `(x / 255 - image_mean) / image_std`: [-1, 1] as the
+    original preprocessing by default), else already normalised that way.
     Output: logits `(B, num_classes)`, or the pooled representation `(B, D)`
     (`representation_size` wide with a pre-logits layer) without the top.
 
+    Tokens, in order: the class token (with token pooling), DeiT's
+    distillation token (`distilled`), `num_registers` registers, the patches.
+
     Layers, by name (the names are API; checkpoints map onto them):
-    `rescaling`, `embedding` (PatchEmbedding), `class_token` (with token
-    pooling), `position_embedding`, `encoderblock_{i}` (TransformerBlock),
-    and for hybrids `resnet` (ResNetStem) before `embedding`,
-    `encoder_norm`, `pre_logits` (Dense + tanh, with `representation_size`),
-    `head` (zero-initialised Dense).
+    `rescaling`, `embedding` (PatchEmbedding), `distillation_token` and
+    `class_token` (ClassToken), `position_embedding`, `registers`,
+    `encoderblock_{i}` (TransformerBlock), and for hybrids `resnet`
+    (ResNetStem) before `embedding`; `encoder_norm` (LayerNorm on every
+    token) or `pooled_norm` (LayerNorm after pooling), `pre_logits` (Dense +
+    tanh, with `representation_size`), `head` and `distillation_head`
+    (zero-initialised Dense).
 
     Args:
         image_size: int or `(height, width)`; both divisible by `patch_size`
-            (for hybrids: the ResNet feature map's sides).
+            (for hybrids: the ResNet feature map's sides). None: any size
+            divisible by the patch size, chosen at call time (timm's
+            `dynamic_img_size`); the position embeddings are then resized in
+            the graph from `position_grid_size` by `position_resize_method`.
         patch_size: side of the square patches (for hybrids: on the feature map).
         hidden_dim: token width D.
         num_layers: Transformer blocks.
@@ -52,6 +66,14 @@ class ViT(keras.Model):
         include_top: add the head (and return logits).
         pooling: `"token"`: the class token's output; `"gap"`: mean of the
             patch tokens, with no class token (the original `classifier="gap"`).
+        distilled: DeiT's distillation token, with a position embedding and
+            its own head, `distillation_head`; the logits are the mean of the
+            two heads' (DeiT, timm). Needs token pooling.
+        num_registers: learned register tokens (Darcet et al., 2024): no
+            position embedding, left out of pooling.
+        final_norm: `"tokens"`: the encoder's LayerNorm on every token, then
+            pooling (the original, also for gap); `"pooled"`: pooling, then a
+            LayerNorm (timm's `fc_norm`, its `*_gap` models).
         representation_size: None, or the width of a pre-logits Dense + tanh.
         dropout_rate, attention_dropout_rate: dropout rates.
         drop_path_rate: stochastic depth of the last block; block i gets
@@ -61,7 +83,11 @@ class ViT(keras.Model):
             `patch_drop_rate`); no effect at inference.
         gelu_approximate: tanh GELU (True, the original) or exact erf.
         layer_norm_epsilon: 1e-6 (original), 1e-12 for HF-converted weights.
-        include_rescaling: map [0, 255] inputs to [-1, 1] inside the model.
+        include_rescaling: normalise [0, 255] inputs inside the model.
+        image_mean, image_std: per-channel mean and std of the pixels in
+            [0, 1] units, as the model's training normalised them: (0.5,)*3
+            each for the original models, ImageNet's for DeiT. Kept in the
+            config (and in exported metadata) also without `include_rescaling`.
         position_embedding: `"learned"` (the paper), `"sincos2d"` (fixed,
             big_vision) or `"none"`.
         resnet_layers: None for the plain ViT; for a hybrid, the units per
@@ -70,6 +96,11 @@ class ViT(keras.Model):
             (stride 4). The Transformer then embeds the feature map.
         resnet_width: the stem's width factor (root width `64 * resnet_width`,
             a multiple of 32 for GroupNorm's 32 groups).
+        position_grid_size: with `image_size=None`, the patch grid
+            `(grid_h, grid_w)` the learned position embeddings are stored for
+            (`from_preset` takes the checkpoint's).
+        position_resize_method: with `image_size=None`, `"bilinear"` (the
+            original rule) or `"bicubic"` (timm's).
     """
 
     def __init__(
@@ -83,6 +114,9 @@ class ViT(keras.Model):
         num_classes=1000,
         include_top=True,
         pooling="token",
+        distilled=False,
+        num_registers=0,
+        final_norm="tokens",
         representation_size=None,
         dropout_rate=0.0,
         attention_dropout_rate=0.0,
@@ -91,15 +125,23 @@ class ViT(keras.Model):
         gelu_approximate=True,
         layer_norm_epsilon=1e-6,
         include_rescaling=True,
+        image_mean=INCEPTION_MEAN,
+        image_std=INCEPTION_STD,
         position_embedding="learned",
         resnet_layers=None,
         resnet_width=1,
+        position_grid_size=None,
+        position_resize_method="bilinear",
         dtype=None,
         name="vit",
         **kwargs,
     ):
-        image_size = image_size_pair(image_size)
+        image_size = None if image_size is None else image_size_pair(image_size)
         resnet_layers = _check_resnet(resnet_layers, resnet_width)
+        image_mean, image_std = _check_normalization(image_mean, image_std)
+        position_grid_size = _check_call_time_size(
+            image_size, position_grid_size, position_embedding, patch_dropout_rate
+        )
         _check_config(
             image_size=image_size,
             patch_size=patch_size,
@@ -119,33 +161,42 @@ class ViT(keras.Model):
             position_embedding=position_embedding,
             resnet_layers=resnet_layers,
         )
+        _check_tokens(pooling, distilled, num_registers, final_norm, representation_size)
         policy = keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
         # Logits in float32 under mixed precision; otherwise the model's dtype.
         head_dtype = "float32" if policy.variable_dtype == "float32" else policy
+        num_embedded_prefix = int(pooling == "token") + int(distilled)  # tokens with a position embedding
         layers = []
         if include_rescaling:
-            layers.append(keras.layers.Rescaling(1 / 127.5, offset=-1.0, dtype=policy, name="rescaling"))
+            layers.append(_rescaling(image_mean, image_std, policy))
         if resnet_layers is not None:
             layers.append(ResNetStem(resnet_layers, resnet_width, dtype=policy, name="resnet"))
         layers.append(PatchEmbedding(patch_size, hidden_dim, dtype=policy, name="embedding"))
+        if distilled:
+            layers.append(ClassToken(dtype=policy, name="distillation_token"))
         if pooling == "token":
             layers.append(ClassToken(dtype=policy, name="class_token"))
         if position_embedding != "none":
             layers.append(
                 PositionEmbedding(
-                    grid_size(feature_size(image_size, resnet_layers), patch_size),
-                    num_prefix_tokens=int(pooling == "token"),
+                    position_grid_size
+                    or grid_size(feature_size(image_size or (None, None), resnet_layers), patch_size),
+                    num_prefix_tokens=num_embedded_prefix,
                     kind=position_embedding,
+                    patch_size=patch_size if image_size is None else None,
+                    resize_method=position_resize_method,
                     dtype=policy,
                     name="position_embedding",
                 )
             )
+        if num_registers:
+            layers.append(Registers(num_registers, num_embedded_prefix, dtype=policy, name="registers"))
         layers.append(keras.layers.Dropout(dropout_rate, dtype=policy, name="embedding_dropout"))
         if patch_dropout_rate:
             layers.append(
                 PatchDropout(
                     patch_dropout_rate,
-                    num_prefix_tokens=int(pooling == "token"),
+                    num_prefix_tokens=num_embedded_prefix + num_registers,
                     dtype=policy,
                     name="patch_dropout",
                 )
@@ -165,19 +216,26 @@ class ViT(keras.Model):
                 )
             )
         layers.append(
-            keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="encoder_norm")
+            keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon,
+                dtype=policy,
+                name="encoder_norm" if final_norm == "tokens" else "pooled_norm",
+            )
         )
         if representation_size is not None:
             layers.append(
                 keras.layers.Dense(representation_size, activation="tanh", dtype=policy, name="pre_logits")
             )
         if include_top:
-            layers.append(
-                keras.layers.Dense(num_classes, kernel_initializer="zeros", dtype=head_dtype, name="head")
-            )
+            for head_name in ("head", "distillation_head") if distilled else ("head",):
+                layers.append(
+                    keras.layers.Dense(
+                        num_classes, kernel_initializer="zeros", dtype=head_dtype, name=head_name
+                    )
+                )
 
-        images = keras.Input((*image_size, 3), name="images")
-        features = _forward({layer.name: layer for layer in layers}, images, pooling)
+        images = keras.Input((*(image_size or (None, None)), 3), name="images")
+        features = _forward({layer.name: layer for layer in layers}, images)
         super().__init__(
             inputs=images,
             outputs=features["logits" if include_top else "pooled"],
@@ -194,6 +252,9 @@ class ViT(keras.Model):
         self.num_classes = num_classes
         self.include_top = include_top
         self.pooling = pooling
+        self.distilled = distilled
+        self.num_registers = num_registers
+        self.final_norm = final_norm
         self.representation_size = representation_size
         self.dropout_rate = dropout_rate
         self.attention_dropout_rate = attention_dropout_rate
@@ -202,9 +263,13 @@ class ViT(keras.Model):
         self.gelu_approximate = gelu_approximate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.include_rescaling = include_rescaling
+        self.image_mean = image_mean
+        self.image_std = image_std
         self.position_embedding = position_embedding
         self.resnet_layers = resnet_layers
         self.resnet_width = resnet_width
+        self.position_grid_size = position_grid_size
+        self.position_resize_method = position_resize_method
 
     @classmethod
     def from_preset(cls, preset, weights=None, resize_method="bilinear", **overrides):
@@ -222,6 +287,8 @@ class ViT(keras.Model):
         pre-logits, pooling, GELU form and LayerNorm epsilon default to the
         checkpoint's. Another `image_size` resizes the position embeddings
         (`resize_method` `"bilinear"`, the original rule, or `"bicubic"`, timm's);
+        `image_size=None` keeps the checkpoint's position embeddings and
+        resizes them at call time by `resize_method`;
         another `num_classes` gives a fresh zero-initialised head;
         `include_top=False` drops the head and `representation_size=None`
         drops the pre-logits layer. Loading is strict: unused checkpoint keys
@@ -246,7 +313,7 @@ class ViT(keras.Model):
             config = presets.preset_config(preset)
             config["name"] = preset
         if weights is None:
-            return cls(**{**config, **overrides})
+            return cls(**_call_time_size({**config, **overrides}, config, resize_method))
         if isinstance(weights, str) and weights in checkpoints.list_sources(preset):
             weights = checkpoints.fetch(preset, weights)
         elif not os.path.exists(weights):
@@ -256,14 +323,16 @@ class ViT(keras.Model):
             )
         num_heads = overrides.get("num_heads", config.get("num_heads"))
         checkpoint = checkpoints.read_checkpoint(weights, num_heads=num_heads)
-        model = cls(**checkpoints.model_config(checkpoint, config, overrides, preset))
+        # A preset folder's own architecture is the one asked for.
+        arguments = checkpoints.model_config(checkpoint, config or checkpoint.config, overrides, preset)
+        model = cls(**_call_time_size(arguments, {**config, **checkpoint.config}, resize_method))
         return checkpoints.assign(model, checkpoint, resize_method)
 
     @property
     def grid_size(self):
         """`(grid_h, grid_w)`: the patch tokens' grid (for a hybrid, its
-        ResNet feature map cut into patches)."""
-        return grid_size(feature_size(self.image_size, self.resnet_layers), self.patch_size)
+        ResNet feature map cut into patches); `(None, None)` with `image_size=None`."""
+        return grid_size(feature_size(self.image_size or (None, None), self.resnet_layers), self.patch_size)
 
     @property
     def token_stride(self):
@@ -281,11 +350,28 @@ class ViT(keras.Model):
             json.dump(config, f, indent=2)
         self.save_weights(os.path.join(directory, saving.PRESET_WEIGHTS))
 
+    @property
+    def num_prefix_tokens(self):
+        """Tokens before the patches: class and distillation token, registers."""
+        return _num_prefix_tokens(self._layers_by_name())
+
     def __call__(self, images, *args, **kwargs):
-        expected = (*self.image_size, 3)
         if not hasattr(images, "shape"):  # a nested list of pixels, as Keras layers accept
             images = ops.convert_to_tensor(images, dtype="float32")
         shape = tuple(images.shape)
+        if self.image_size is None:
+            stride = self.token_stride
+            if (
+                len(shape) != 4
+                or shape[3] not in (None, 3)
+                or any(s is not None and s % stride for s in shape[1:3])
+            ):
+                raise ValueError(
+                    f"{self.name} (image_size=None) expects images of shape (batch, height, width, 3) "
+                    f"with height and width multiples of {stride}, got {shape}."
+                )
+            return super().__call__(images, *args, **kwargs)
+        expected = (*self.image_size, 3)
         if len(shape) != 4 or any(got is not None and got != want for got, want in zip(shape[1:], expected)):
             raise ValueError(
                 f"{self.name} expects images of shape (batch, {expected[0]}, {expected[1]}, 3), "
@@ -295,16 +381,17 @@ class ViT(keras.Model):
         return super().__call__(images, *args, **kwargs)
 
     def forward_features(self, images):
-        """`(B, T, D)`: the tokens after the final LayerNorm (timm's
-        `forward_features`); `T` counts the class token with token pooling."""
+        """`(B, T, D)`: the encoder's output tokens (timm's `forward_features`),
+        after the final LayerNorm with `final_norm="tokens"`; `T` counts the
+        `num_prefix_tokens` before the patches."""
         return _features(self._layers_by_name(), images)["tokens"]
 
     def forward_head(self, tokens, pre_logits=False):
         """Pools `forward_features`' tokens; returns the pooled representation
         `(B, D)` with `pre_logits` (or without the top), else the logits."""
         layers = self._layers_by_name()
-        pooled = _pool(layers, tokens, self.pooling)
-        return pooled if pre_logits or "head" not in layers else layers["head"](pooled)
+        pooled = _pool(layers, tokens)
+        return pooled if pre_logits or "head" not in layers else _heads(layers, tokens, pooled)["logits"]
 
     def _layers_by_name(self):
         return {layer.name: layer for layer in self.layers}
@@ -317,15 +404,33 @@ class ViT(keras.Model):
         `pooled` `(B, D)`: the pooled representation (after pre-logits);
         `hidden_states`: a list of `num_layers` outputs `(B, T, D)`, one per block;
         `attention`: a list of `num_layers` attention probabilities
-        `(B, heads, T, T)`; `logits` `(B, num_classes)` with the top.
-        `T` is the number of patches, plus one with token pooling.
+        `(B, heads, T, T)`; `logits` `(B, num_classes)` with the top, and for
+        a distilled model with the top, each head's: `class_logits` and
+        `distillation_logits` (DeiT's training takes both).
+        `T` is the number of patches plus `num_prefix_tokens`.
         """
         outputs = tuple(outputs)
         allowed = FEATURES if self.include_top else FEATURES[:-1]
+        if self.include_top and self.distilled:
+            allowed += DISTILLED_FEATURES
         unknown = [name for name in outputs if name not in allowed]
         if unknown or not outputs:
             raise ValueError(f"Unknown feature output(s) {unknown}; expected some of {allowed}.")
         return _FeatureExtractor(self, outputs)
+
+    def enable_lora(self, rank):
+        """LoRA fine-tuning (Hu et al., 2021): adds low-rank adapters of `rank`
+        (Keras' `enable_lora`) to every block's attention query, key, value and
+        output kernels and MLP kernels, and freezes every other weight except
+        the head's: a head for a new task must learn, and keras-hub keeps its
+        task heads trainable too. The adapters start at zero: the logits do not
+        change until training. Call before `compile()`.
+
+        Saving (`save`, `save_to_preset`) and export write the merged kernels:
+        the file loads as a plain ViT with the same logits, no adapters and
+        every weight trainable; call `enable_lora` again to go on with LoRA.
+        """
+        lora.enable(self, rank)
 
     def get_config(self):
         return {
@@ -341,6 +446,9 @@ class ViT(keras.Model):
             "num_classes": self.num_classes,
             "include_top": self.include_top,
             "pooling": self.pooling,
+            "distilled": self.distilled,
+            "num_registers": self.num_registers,
+            "final_norm": self.final_norm,
             "representation_size": self.representation_size,
             "dropout_rate": self.dropout_rate,
             "attention_dropout_rate": self.attention_dropout_rate,
@@ -349,9 +457,13 @@ class ViT(keras.Model):
             "gelu_approximate": self.gelu_approximate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "include_rescaling": self.include_rescaling,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
             "position_embedding": self.position_embedding,
             "resnet_layers": None if self.resnet_layers is None else list(self.resnet_layers),
             "resnet_width": self.resnet_width,
+            "position_grid_size": None if self.position_grid_size is None else list(self.position_grid_size),
+            "position_resize_method": self.position_resize_method,
         }
 
     @classmethod
@@ -379,35 +491,37 @@ class _FeatureExtractor(keras.Model):
         features = _forward(
             self.vit._layers_by_name(),
             images,
-            self.vit.pooling,
             return_attention="attention" in self.feature_names,
         )
         return {name: features[name] for name in self.feature_names}
 
 
-def _forward(layers, images, pooling, return_attention=False):
+def _forward(layers, images, return_attention=False):
     """Applies the named layers to `images`; returns every intermediate by name."""
     features = _features(layers, images, return_attention)
-    features["pooled"] = _pool(layers, features["tokens"], pooling)
+    features["pooled"] = _pool(layers, features["tokens"])
     if "head" in layers:
-        features["logits"] = layers["head"](features["pooled"])
+        features.update(_heads(layers, features["tokens"], features["pooled"]))
     return features
 
 
 def _features(layers, images, return_attention=False):
-    """Embedding and Transformer: `tokens` `(B, T, D)` after the final
-    LayerNorm, and each block's output (`hidden_states`) and, with
-    `return_attention`, attention probabilities (`attention`)."""
+    """Embedding and Transformer: `tokens` `(B, T, D)` (after the final
+    LayerNorm with `encoder_norm`), and each block's output (`hidden_states`)
+    and, with `return_attention`, attention probabilities (`attention`)."""
     x = images
-    for name in (
-        "rescaling",
-        "resnet",
-        "embedding",
-        "class_token",
-        "position_embedding",
-        "embedding_dropout",
-        "patch_dropout",
-    ):
+    for name in ("rescaling", "resnet"):
+        if name in layers:
+            x = layers[name](x)
+    patch_input = x
+    for name in ("embedding", "distillation_token", "class_token"):
+        if name in layers:
+            x = layers[name](x)
+    if "position_embedding" in layers:
+        position_embedding = layers["position_embedding"]
+        # An image size chosen at call time: the embeddings follow the patch grid of the input.
+        x = position_embedding(x, patch_input) if position_embedding.patch_size else position_embedding(x)
+    for name in ("registers", "embedding_dropout", "patch_dropout"):
         if name in layers:
             x = layers[name](x)
     hidden_states, attention = [], []
@@ -419,14 +533,128 @@ def _features(layers, images, return_attention=False):
         else:
             x = block(x)
         hidden_states.append(x)
-    return dict(tokens=layers["encoder_norm"](x), hidden_states=hidden_states, attention=attention)
+    if "encoder_norm" in layers:
+        x = layers["encoder_norm"](x)
+    return dict(tokens=x, hidden_states=hidden_states, attention=attention)
 
 
-def _pool(layers, tokens, pooling):
+def _pool(layers, tokens):
     """`(B, T, D)` tokens -> `(B, D)` (or `representation_size`): the class
-    token's output or the mean of the patch tokens, then pre-logits if any."""
-    pooled = tokens[:, 0] if pooling == "token" else ops.mean(tokens, axis=1)
-    return layers["pre_logits"](pooled) if "pre_logits" in layers else pooled
+    token's output (with distillation, the mean of the class and distillation
+    tokens', timm's pre-logits) or the mean of the patch tokens; then
+    `pooled_norm` and pre-logits, where the model has them."""
+    if "class_token" not in layers:
+        prefix = _num_prefix_tokens(layers)
+        pooled = ops.mean(tokens[:, prefix:] if prefix else tokens, axis=1)
+    elif "distillation_token" in layers:
+        pooled = (tokens[:, 0] + tokens[:, 1]) / 2
+    else:
+        pooled = tokens[:, 0]
+    for name in ("pooled_norm", "pre_logits"):
+        if name in layers:
+            pooled = layers[name](pooled)
+    return pooled
+
+
+def _heads(layers, tokens, pooled):
+    """`logits` from the pooled representation; a distilled model's are the
+    mean of `class_logits` (head on the class token) and
+    `distillation_logits` (distillation head on the distillation token)."""
+    if "distillation_head" not in layers:
+        return dict(logits=layers["head"](pooled))
+    class_logits = layers["head"](tokens[:, 0])
+    distillation_logits = layers["distillation_head"](tokens[:, 1])
+    return dict(
+        logits=(class_logits + distillation_logits) / 2,
+        class_logits=class_logits,
+        distillation_logits=distillation_logits,
+    )
+
+
+def _call_time_size(arguments, stored, resize_method):
+    """`arguments` for `image_size=None`: the position embeddings stay on the
+    grid of `stored`'s image size (a checkpoint's, or the default 224) and are
+    resized at call time by `resize_method`. Other arguments pass unchanged."""
+    if arguments.get("image_size", 224) is not None or arguments.get("position_grid_size") is not None:
+        return arguments
+    if stored.get("image_size", 224) is None:  # a call-time model's own config
+        return arguments
+    features = feature_size(image_size_pair(stored.get("image_size", 224)), arguments.get("resnet_layers"))
+    return {
+        **arguments,
+        "position_grid_size": grid_size(features, arguments.get("patch_size", 16)),
+        "position_resize_method": resize_method,
+    }
+
+
+def _num_prefix_tokens(layers):
+    count = sum(name in layers for name in ("class_token", "distillation_token"))
+    return count + (layers["registers"].num_registers if "registers" in layers else 0)
+
+
+def _rescaling(image_mean, image_std, dtype):
+    """`Rescaling` from [0, 255] pixels to `(x / 255 - mean) / std`; scalars
+    where the channels agree (the original's `x / 127.5 - 1`)."""
+    scale = [1 / (255 * std) for std in image_std]
+    offset = [-mean / std for mean, std in zip(image_mean, image_std)]
+    if len(set(scale)) == 1 and len(set(offset)) == 1:
+        scale, offset = scale[0], offset[0]
+    return keras.layers.Rescaling(scale, offset=offset, dtype=dtype, name="rescaling")
+
+
+def _check_normalization(image_mean, image_std):
+    """`image_mean`, `image_std` as tuples of 3 floats, std positive."""
+    pairs = []
+    for key, value in (("image_mean", image_mean), ("image_std", image_std)):
+        if (
+            not isinstance(value, (tuple, list))
+            or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            or (key == "image_std" and not all(v > 0 for v in value))
+        ):
+            expected = "positive numbers" if key == "image_std" else "numbers"
+            raise ValueError(f"{key} must be 3 {expected} (RGB, pixels in [0, 1] units), got {value!r}.")
+        pairs.append(tuple(float(v) for v in value))
+    return tuple(pairs)
+
+
+def _check_call_time_size(image_size, position_grid_size, position_embedding, patch_dropout_rate):
+    """`position_grid_size` as a tuple: given with `image_size=None` and
+    learned position embeddings, and only then."""
+    if image_size is not None:
+        if position_grid_size is not None:
+            raise ValueError(
+                f"position_grid_size={position_grid_size!r} is for image_size=None; with image_size "
+                f"{image_size} the position embeddings' grid is the image's."
+            )
+        return None
+    if patch_dropout_rate:
+        raise ValueError("patch_dropout_rate needs a fixed image_size; got image_size=None.")
+    if position_embedding != "learned":
+        return None
+    if (
+        not isinstance(position_grid_size, (tuple, list))
+        or len(position_grid_size) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in position_grid_size)
+    ):
+        raise ValueError(
+            f"image_size=None with learned position embeddings needs position_grid_size=(grid_h, grid_w), "
+            f"the grid they are stored for (from_preset sets it); got {position_grid_size!r}."
+        )
+    return tuple(position_grid_size)
+
+
+def _check_tokens(pooling, distilled, num_registers, final_norm, representation_size):
+    if final_norm not in FINAL_NORMS:
+        raise ValueError(f"Unknown final_norm {final_norm!r}; expected one of {FINAL_NORMS}.")
+    if not isinstance(num_registers, int) or isinstance(num_registers, bool) or num_registers < 0:
+        raise ValueError(f"num_registers must be an int >= 0, got {num_registers!r}.")
+    if distilled and (pooling != "token" or final_norm != "tokens" or representation_size is not None):
+        raise ValueError(
+            "distilled=True (DeiT) needs pooling='token', final_norm='tokens' and no representation_size; "
+            f"got pooling={pooling!r}, final_norm={final_norm!r}, "
+            f"representation_size={representation_size!r}."
+        )
 
 
 def _check_resnet(resnet_layers, resnet_width):
@@ -474,16 +702,18 @@ def _check_config(
         num_heads=num_heads,
         mlp_dim=mlp_dim,
         num_classes=num_classes,
-        image_height=image_size[0],
-        image_width=image_size[1],
     )
+    if image_size is not None:
+        sizes.update(image_height=image_size[0], image_width=image_size[1])
+    else:
+        image_size = (None, None)
     if representation_size is not None:
         sizes["representation_size"] = representation_size
     for key, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{key} must be a positive int, got {value!r}.")
     features = feature_size(image_size, resnet_layers)
-    if resnet_layers is not None and any(size % patch_size for size in features):
+    if resnet_layers is not None and any(size is not None and size % patch_size for size in features):
         raise ValueError(
             f"image_size {image_size} gives a ResNet feature map of {features} (stride "
             f"{stem_stride(resnet_layers)}), not divisible by patch_size {patch_size}; use an image "

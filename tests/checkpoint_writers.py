@@ -1,7 +1,9 @@
 """Random checkpoints in each published layout, written from original-name arrays.
 
 Each writer is the inverse of a layout's documented naming, written here
-independently of keras_vit's readers.
+independently of keras_vit's readers. Beyond the original's names (as
+numpy_vit reads them): `dist` and `head_dist/*` (DeiT's distillation token
+and head), `registers`, `fc_norm/*` (timm's LayerNorm after pooling).
 """
 
 import numpy as np
@@ -52,6 +54,37 @@ def random_params(
         p["pre_logits/kernel"], p["pre_logits/bias"] = r(hidden, representation), r(representation)
         width = representation
     p["head/kernel"], p["head/bias"] = r(width, classes), r(classes)
+    return p
+
+
+def random_distilled_params(seed=0, scale=0.2, **kwargs):
+    """`random_params` plus DeiT's distillation token, its position embedding
+    (after the class token's) and its head."""
+    p = random_params(seed, scale=scale, **kwargs)
+    rng = np.random.default_rng(seed + 1000)
+    hidden, classes = p["embedding/bias"].shape[0], p["head/bias"].shape[0]
+
+    def r(*shape):
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+    p["dist"] = r(1, 1, hidden)
+    p[POSEMB] = np.concatenate([p[POSEMB][:, :1], r(1, 1, hidden), p[POSEMB][:, 1:]], axis=1)
+    p["head_dist/kernel"], p["head_dist/bias"] = r(hidden, classes), r(classes)
+    return p
+
+
+def random_register_params(seed=0, registers=4, scale=0.2, **kwargs):
+    """timm's `*_reg4_gap_*` as original-name params: no class token, position
+    embeddings for the patches only, `registers` register tokens, and the
+    final LayerNorm after pooling (`fc_norm/*`) in place of `encoder_norm`."""
+    p = random_params(seed, scale=scale, **kwargs)
+    rng = np.random.default_rng(seed + 2000)
+    hidden = p["embedding/bias"].shape[0]
+    del p["cls"]
+    p[POSEMB] = p[POSEMB][:, 1:]
+    p["registers"] = (scale * rng.standard_normal((1, registers, hidden))).astype(np.float32)
+    p["fc_norm/scale"] = p.pop("Transformer/encoder_norm/scale")
+    p["fc_norm/bias"] = p.pop("Transformer/encoder_norm/bias")
     return p
 
 
@@ -139,13 +172,18 @@ def _torch_blocks(params):
 
 
 def write_timm(params, path):
+    """timm's `VisionTransformer` state dict; DeiT's `VisionTransformerDistilled`
+    (`dist_token`, `head_dist`) with `dist`, and `reg_token` and `fc_norm`
+    (timm's `*_reg4_gap_*`) with `registers` and `fc_norm/*`."""
     hidden = params["embedding/bias"].shape[0]
     t = {
         "patch_embed.proj.weight": params["embedding/kernel"].transpose(3, 2, 0, 1),
         "patch_embed.proj.bias": params["embedding/bias"],
-        "cls_token": params["cls"],
         "pos_embed": params[POSEMB],
     }
+    for name, timm_name in (("cls", "cls_token"), ("dist", "dist_token"), ("registers", "reg_token")):
+        if name in params:
+            t[timm_name] = params[name]
     t.update(_timm_resnet(params))
     for i, b in _torch_blocks(params):
         a = b + "MultiHeadDotProductAttention_1/"
@@ -168,16 +206,20 @@ def write_timm(params, path):
         for j in (0, 1):
             t[f"blocks.{i}.mlp.fc{j + 1}.weight"] = params[f"{b}MlpBlock_3/Dense_{j}/kernel"].T
             t[f"blocks.{i}.mlp.fc{j + 1}.bias"] = params[f"{b}MlpBlock_3/Dense_{j}/bias"]
-    t["norm.weight"], t["norm.bias"] = (
-        params["Transformer/encoder_norm/scale"],
-        params["Transformer/encoder_norm/bias"],
-    )
+    for name, timm_name in (("Transformer/encoder_norm", "norm"), ("fc_norm", "fc_norm")):
+        if f"{name}/scale" in params:
+            t[f"{timm_name}.weight"], t[f"{timm_name}.bias"] = params[f"{name}/scale"], params[f"{name}/bias"]
     if "pre_logits/kernel" in params:
         t["pre_logits.fc.weight"], t["pre_logits.fc.bias"] = (
             params["pre_logits/kernel"].T,
             params["pre_logits/bias"],
         )
-    t["head.weight"], t["head.bias"] = params["head/kernel"].T, params["head/bias"]
+    for name, timm_name in (("head", "head"), ("head_dist", "head_dist")):
+        if f"{name}/kernel" in params:
+            t[f"{timm_name}.weight"], t[f"{timm_name}.bias"] = (
+                params[f"{name}/kernel"].T,
+                params[f"{name}/bias"],
+            )
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}, path)
     return path
 
@@ -211,7 +253,9 @@ def _timm_resnet(params):
 
 def write_hf(params, path, prefix="vit."):
     """`ViTForImageClassification` (prefix `vit.`, `classifier`) or, with
-    prefix "", `ViTModel` (the pre-logits as `pooler.dense`, no head)."""
+    prefix "", `ViTModel` (the pre-logits as `pooler.dense`, no head). With
+    `dist` (prefix `deit.`): `DeiTForImageClassificationWithTeacher`
+    (`embeddings.distillation_token`, `cls_classifier`, `distillation_classifier`)."""
     hidden = params["embedding/bias"].shape[0]
     e = prefix + "embeddings."
     t = {
@@ -220,6 +264,8 @@ def write_hf(params, path, prefix="vit."):
         e + "cls_token": params["cls"],
         e + "position_embeddings": params[POSEMB],
     }
+    if "dist" in params:
+        t[e + "distillation_token"] = params["dist"]
     for i, b in _torch_blocks(params):
         layer = f"{prefix}encoder.layer.{i}."
         a = b + "MultiHeadDotProductAttention_1/"
@@ -249,7 +295,11 @@ def write_hf(params, path, prefix="vit."):
             params["pre_logits/kernel"].T,
             params["pre_logits/bias"],
         )
-    if "head/kernel" in params:
-        t["classifier.weight"], t["classifier.bias"] = params["head/kernel"].T, params["head/bias"]
+    heads = {"head": "classifier"}
+    if "head_dist/kernel" in params:
+        heads = {"head": "cls_classifier", "head_dist": "distillation_classifier"}
+    for name, hf_name in heads.items():
+        if f"{name}/kernel" in params:
+            t[f"{hf_name}.weight"], t[f"{hf_name}.bias"] = params[f"{name}/kernel"].T, params[f"{name}/bias"]
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}, path)
     return path

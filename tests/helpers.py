@@ -83,8 +83,13 @@ def original_params(model):
     p = {}
     emb = model.get_layer("embedding")
     p["embedding/kernel"], p["embedding/bias"] = emb.kernel.numpy(), emb.bias.numpy()
+    names = [layer.name for layer in model.layers]
     if model.pooling == "token":
         p["cls"] = model.get_layer("class_token").token.numpy()
+    if "distillation_token" in names:
+        p["dist"] = model.get_layer("distillation_token").token.numpy()
+    if "registers" in names:
+        p["registers"] = model.get_layer("registers").tokens.numpy()
     if model.position_embedding == "learned":
         p["Transformer/posembed_input/pos_embedding"] = model.get_layer(
             "position_embedding"
@@ -114,14 +119,17 @@ def original_params(model):
                 dense.kernel.numpy(),
                 dense.bias.numpy(),
             )
-    norm = model.get_layer("encoder_norm")
-    p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"] = (
-        norm.gamma.numpy(),
-        norm.beta.numpy(),
-    )
-    for name in ("pre_logits", "head"):
-        if any(layer.name == name for layer in model.layers):
-            layer = model.get_layer(name)
+    for layer_name, name in (("encoder_norm", "Transformer/encoder_norm"), ("pooled_norm", "fc_norm")):
+        if layer_name in names:
+            norm = model.get_layer(layer_name)
+            p[f"{name}/scale"], p[f"{name}/bias"] = norm.gamma.numpy(), norm.beta.numpy()
+    for layer_name, name in (
+        ("pre_logits", "pre_logits"),
+        ("head", "head"),
+        ("distillation_head", "head_dist"),
+    ):
+        if layer_name in names:
+            layer = model.get_layer(layer_name)
             p[f"{name}/kernel"], p[f"{name}/bias"] = layer.kernel.numpy(), layer.bias.numpy()
     return p
 

@@ -75,6 +75,40 @@ def test_attention_maps_and_rollout_on_a_model(pooling):
     np.testing.assert_allclose(big.mean(axis=(1, 2)), rollout.mean(axis=(1, 2)), rtol=0.05)
 
 
+@pytest.mark.parametrize(
+    "overrides, rows",
+    [
+        (dict(distilled=True, num_registers=2), slice(0, 2)),  # class and distillation tokens
+        (dict(pooling="gap", num_registers=3, final_norm="pooled"), slice(3, None)),  # the patches
+    ],
+)
+def test_rollout_and_distance_with_prefix_tokens(overrides, rows):
+    model = randomize(keras_vit.ViT(**{**TINY_VIT, **overrides}))
+    prefix = model.num_prefix_tokens
+    images = random_images()
+    expected = numpy_vit.forward(
+        original_params(model), images, patch_size=8, num_heads=4, pooling=model.pooling
+    )
+    np.testing.assert_allclose(model(images), expected["logits"], atol=1e-5)
+    attention = np.stack(expected["attention"])
+    np.testing.assert_allclose(analysis.attention_maps(model, images), attention, atol=1e-5)
+    weights = reference_rollout(attention)[:, rows].mean(axis=1)[:, prefix:]
+    weights /= weights.sum(-1, keepdims=True)
+    np.testing.assert_allclose(analysis.attention_rollout(model, images), weights.reshape(2, 4, 4), atol=1e-5)
+    patches = attention[..., prefix:, prefix:] / attention[..., prefix:, prefix:].sum(-1, keepdims=True)
+    centres = [(8 * (n // 4), 8 * (n % 4)) for n in range(16)]
+    distance = np.array([[math.dist(a, b) for b in centres] for a in centres])
+    expected = np.einsum("lbhqk,qk->lh", patches, distance) / (2 * 16)
+    np.testing.assert_allclose(analysis.mean_attention_distance(model, images), expected, rtol=1e-4)
+
+
+def test_rollout_of_a_model_with_a_call_time_size():
+    model = randomize(keras_vit.ViT(**{**TINY_VIT, "image_size": None, "position_grid_size": (4, 4)}))
+    images = random_images(size=(40, 24))
+    assert analysis.attention_rollout(model, images).shape == (2, 5, 3)
+    assert analysis.mean_attention_distance(model, images).shape == (2, 4)
+
+
 def test_attention_distance_of_identity_is_zero():
     attention = np.broadcast_to(np.eye(1 + 9), (2, 3, 4, 10, 10))
     np.testing.assert_allclose(analysis.attention_distance(attention, (3, 3), 16, 1), 0.0)

@@ -9,7 +9,16 @@ import numpy as np
 import numpy_vit
 import pytest
 import scipy.ndimage
-from checkpoint_writers import POSEMB, random_params, write_big_vision, write_hf, write_original, write_timm
+from checkpoint_writers import (
+    POSEMB,
+    random_distilled_params,
+    random_params,
+    random_register_params,
+    write_big_vision,
+    write_hf,
+    write_original,
+    write_timm,
+)
 from helpers import random_images
 
 import keras_vit
@@ -17,16 +26,36 @@ from keras_vit import checkpoints, convert, presets
 
 ARCH = dict(patch_size=8, hidden_dim=32, mlp_dim=64, num_heads=4, num_layers=2)
 TOL = dict(atol=1e-5, rtol=1e-5)
+# DeiT's preprocessing and GELU, as the deit_* presets have them.
+DEIT = dict(gelu_approximate=False, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
+LIMIT = 5e-5  # max |Δ| of the float32 model against the float64 reference
 
 
 @pytest.fixture(autouse=True)
 def tiny_preset(monkeypatch, tmp_path):
     monkeypatch.setitem(presets.PRESETS, "vit_test", ARCH)
+    monkeypatch.setitem(presets.PRESETS, "deit_test", dict(ARCH, distilled=True, **DEIT))  # deit_*_distilled
     monkeypatch.setenv("KERAS_VIT_HOME", str(tmp_path / "home"))
 
 
 def reference(params, images, **kwargs):
     return numpy_vit.forward(params, images, patch_size=8, num_heads=4, **kwargs)
+
+
+def assert_max_diff(got, expected, limit=LIMIT):
+    """Asserts max |got - expected| <= limit; prints it (`pytest -s` shows the margin)."""
+    diff = float(np.max(np.abs(np.asarray(got, np.float64) - expected)))
+    print(f"max |Δ| {diff:.2e} (limit {limit:.0e})")
+    assert diff <= limit, f"max |Δ| {diff:.2e} > {limit:.0e}"
+
+
+def zoomed(posemb, num_prefix_tokens, grid, target):
+    """The original resize rule: scipy.ndimage.zoom(order=1) of the `grid`
+    part of `posemb` `(1, P + h * w, D)` to `target`, the P prefix entries kept."""
+    hidden = posemb.shape[-1]
+    patches = posemb[0, num_prefix_tokens:].reshape(*grid, hidden).astype(np.float64)
+    patches = scipy.ndimage.zoom(patches, (target[0] / grid[0], target[1] / grid[1], 1), order=1)
+    return np.concatenate([posemb[:, :num_prefix_tokens], patches.reshape(1, -1, hidden)], axis=1)
 
 
 def without_head(params):
@@ -75,11 +104,7 @@ def test_other_image_size_resizes_like_the_original(image_size, tmp_path):
     path = write_original(params, str(tmp_path / "ckpt.npz"))
     model = keras_vit.ViT.from_preset("vit_test", weights=path, image_size=image_size)
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    # The original rule: scipy.ndimage.zoom(order=1) of the grid, class entry kept.
-    posemb = params[POSEMB]
-    grid = posemb[0, 1:].reshape(4, 4, -1).astype(np.float64)
-    zoomed = scipy.ndimage.zoom(grid, (h / 8 / 4, w / 8 / 4, 1), order=1)
-    resized = {**params, POSEMB: np.concatenate([posemb[:, :1], zoomed.reshape(1, -1, 32)], axis=1)}
+    resized = {**params, POSEMB: zoomed(params[POSEMB], 1, (4, 4), (h // 8, w // 8))}
     images = random_images(size=(h, w))
     np.testing.assert_allclose(model(images), reference(resized, images)["logits"], **TOL)
 
@@ -170,6 +195,87 @@ def test_strict_errors_name_the_keys(tmp_path):
         keras_vit.ViT.from_preset("vit_test", weights=no_posemb)
     with pytest.raises(ValueError, match="neither an existing path nor a named source"):
         keras_vit.ViT.from_preset("vit_test", weights="imagenet21k")
+
+
+# DeiT distilled in timm's names, and in HF's DeiTForImageClassificationWithTeacher (LayerNorm epsilon 1e-12).
+DISTILLED = {
+    "timm": (write_timm, 1e-6),
+    "hf": (functools.partial(write_hf, prefix="deit."), 1e-12),
+}
+
+
+@pytest.mark.parametrize("layout", DISTILLED)
+def test_distilled_deit_matches_reference(layout, tmp_path):
+    writer, epsilon = DISTILLED[layout]
+    params = random_distilled_params()
+    path = writer(params, str(tmp_path / "ckpt.safetensors"))
+    model = keras_vit.ViT.from_preset("deit_test", weights=path)
+    assert model.distilled and model.num_classes == 7 and model.image_mean == DEIT["image_mean"]
+    images = random_images()
+    expected = reference(params, images, layer_norm_epsilon=epsilon, **DEIT)
+    assert_max_diff(model(images), expected["logits"])
+    features = model.feature_extractor(("pooled", "class_logits", "distillation_logits"))(images)
+    for name, got in features.items():
+        assert_max_diff(got, expected[name])
+
+
+def test_distilled_deit_other_size_and_classes(tmp_path):
+    """Both prefix tokens keep their position embeddings; both heads are fresh."""
+    params = random_distilled_params()
+    path = write_timm(params, str(tmp_path / "ckpt.safetensors"))
+    model = keras_vit.ViT.from_preset("deit_test", weights=path, image_size=48, num_classes=5)
+    for name in ("head", "distillation_head"):
+        kernel = model.get_layer(name).kernel
+        assert kernel.shape == (32, 5) and not np.any(kernel.numpy())
+    resized = {**params, POSEMB: zoomed(params[POSEMB], 2, (4, 4), (6, 6))}
+    images = random_images(size=(48, 48))
+    got = model.feature_extractor(("tokens", "logits"))(images)
+    assert_max_diff(got["tokens"], reference(resized, images, **DEIT)["tokens"])
+    np.testing.assert_array_equal(got["logits"], np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("image_size", [32, 48])
+def test_timm_registers_gap_matches_reference(image_size, tmp_path):
+    """timm's `*_reg4_gap_*`: registers, pooling and final norm come from the checkpoint."""
+    params = random_register_params(registers=4)
+    path = write_timm(params, str(tmp_path / "ckpt.safetensors"))
+    model = keras_vit.ViT.from_preset("vit_test", weights=path, image_size=image_size)
+    assert (model.num_registers, model.pooling, model.final_norm) == (4, "gap", "pooled")
+    grid = image_size // 8
+    resized = {**params, POSEMB: zoomed(params[POSEMB], 0, (4, 4), (grid, grid))}
+    images = random_images(size=(image_size, image_size))
+    expected = reference(resized, images, pooling="gap", gelu_approximate=False)
+    got = model.feature_extractor(("pooled", "logits"))(images)
+    assert_max_diff(got["pooled"], expected["pooled"])
+    assert_max_diff(got["logits"], expected["logits"])
+
+
+def test_distillation_and_registers_strict_errors(tmp_path):
+    params = random_distilled_params()
+    no_token = write_timm(
+        {k: v for k, v in params.items() if k != "dist"}, str(tmp_path / "no_token.safetensors")
+    )
+    with pytest.raises(
+        ValueError, match=r"does not set: distillation_token/token\n\(the checkpoint has no distillation"
+    ):
+        keras_vit.ViT.from_preset("deit_test", weights=no_token)
+    no_head = write_timm(
+        {k: v for k, v in params.items() if not k.startswith("head_dist/")},
+        str(tmp_path / "no_head.safetensors"),
+    )
+    with pytest.raises(ValueError, match="does not set: distillation_head/bias, distillation_head/kernel"):
+        keras_vit.ViT.from_preset("deit_test", weights=no_head)
+    distilled = write_timm(params, str(tmp_path / "distilled.safetensors"))
+    with pytest.raises(ValueError, match="has distilled=True, but distilled=False was passed.*deit_test"):
+        keras_vit.ViT.from_preset("vit_test", weights=distilled, distilled=False)
+    plain = write_timm(random_params(), str(tmp_path / "plain.safetensors"))
+    with pytest.raises(
+        ValueError, match="has distilled=False, but preset 'deit_test' has distilled=True.*vit_test"
+    ):
+        keras_vit.ViT.from_preset("deit_test", weights=plain)
+    registers = write_timm(random_register_params(registers=4), str(tmp_path / "registers.safetensors"))
+    with pytest.raises(ValueError, match="has num_registers=4, but num_registers=2 was passed"):
+        keras_vit.ViT.from_preset("vit_test", weights=registers, num_registers=2)
 
 
 def test_corrupt_files_are_clear_errors(tmp_path):

@@ -132,6 +132,13 @@ def test_without_top_returns_pooled(tiny_config):
         ("vit_s16", 22_050_664),
         ("vit_b16", 86_567_656),
         ("vit_l16", 304_326_632),
+        # timm's counts for its deit_*_patch16_224 and deit_*_distilled_patch16_224.
+        ("deit_ti16", 5_717_416),
+        ("deit_s16", 22_050_664),
+        ("deit_b16", 86_567_656),
+        ("deit_ti16_distilled", 5_910_800),
+        ("deit_s16_distilled", 22_436_432),
+        ("deit_b16_distilled", 87_338_192),
     ],
 )
 def test_parameter_counts(preset, count):
@@ -152,6 +159,12 @@ def test_presets_and_overrides():
         "r_vit_ti16",
         "r26_vit_s32",
         "r50_vit_b16",
+        "deit_ti16",
+        "deit_s16",
+        "deit_b16",
+        "deit_ti16_distilled",
+        "deit_s16_distilled",
+        "deit_b16_distilled",
     ]
     model = keras_vit.ViT.from_preset("vit_s32", image_size=64, num_layers=2, num_classes=10)
     assert (model.name, model.hidden_dim, model.num_layers, model.patch_size) == ("vit_s32", 384, 2, 32)
@@ -182,6 +195,17 @@ def test_mixed_precision_keeps_logits_float32(tiny_config):
         (dict(image_size="big"), "image_size must be an int or (height, width), got 'big'"),
         (dict(num_layers=0), "num_layers must be a positive int, got 0"),
         (dict(dropout_rate=1.5), "dropout_rate must be in [0, 1), got 1.5"),
+        (dict(distilled=True, pooling="gap"), "distilled=True (DeiT) needs pooling='token'"),
+        (dict(final_norm="both"), "Unknown final_norm 'both'; expected one of ('tokens', 'pooled')"),
+        (dict(num_registers=-1), "num_registers must be an int >= 0, got -1"),
+        (dict(image_std=(0.5, 0.0, 0.5)), "image_std must be 3 positive numbers"),
+        (dict(image_mean=0.5), "image_mean must be 3 numbers (RGB, pixels in [0, 1] units), got 0.5"),
+        (dict(image_size=None), "image_size=None with learned position embeddings needs position_grid_size"),
+        (dict(position_grid_size=(4, 4)), "position_grid_size=(4, 4) is for image_size=None"),
+        (
+            dict(image_size=None, position_grid_size=(4, 4), patch_dropout_rate=0.5),
+            "patch_dropout_rate needs a fixed image_size",
+        ),
     ],
 )
 def test_bad_config_errors(tiny_config, overrides, message):
@@ -251,3 +275,95 @@ def test_model_with_patch_dropout_is_unchanged_at_inference_and_trains(tiny_conf
     assert np.isfinite(loss)
     again = keras_vit.ViT.from_config(model.get_config())
     assert again.get_layer("patch_dropout").rate == 0.5
+
+
+def test_distilled_logits_are_the_mean_of_both_heads(tiny_config):
+    model = randomize(build(tiny_config, distilled=True))
+    assert model.num_prefix_tokens == 2
+    assert model.get_layer("position_embedding").embeddings.shape == (1, 2 + 16, 32)
+    images = random_images()
+    features = model.feature_extractor(["tokens", "logits", "class_logits", "distillation_logits"])(images)
+    tokens = keras.ops.convert_to_numpy(features["tokens"])
+    head, distillation_head = model.get_layer("head"), model.get_layer("distillation_head")
+    class_logits = tokens[:, 0] @ keras.ops.convert_to_numpy(head.kernel) + keras.ops.convert_to_numpy(
+        head.bias
+    )
+    distillation_logits = tokens[:, 1] @ keras.ops.convert_to_numpy(
+        distillation_head.kernel
+    ) + keras.ops.convert_to_numpy(distillation_head.bias)
+    assert not np.abs(class_logits - distillation_logits).max() <= 0.1  # two different heads
+    np.testing.assert_allclose(features["class_logits"], class_logits, atol=1e-5)
+    np.testing.assert_allclose(features["distillation_logits"], distillation_logits, atol=1e-5)
+    np.testing.assert_allclose(model(images), (class_logits + distillation_logits) / 2, atol=1e-5)
+    np.testing.assert_allclose(model.forward_head(features["tokens"]), model(images), atol=1e-5)
+    pooled = model.forward_head(features["tokens"], pre_logits=True)
+    np.testing.assert_allclose(pooled, (tokens[:, 0] + tokens[:, 1]) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="Unknown feature output"):
+        build(tiny_config).feature_extractor(["class_logits"])
+
+
+def test_registers_get_no_position_embedding_and_are_not_pooled(tiny_config):
+    model = randomize(build(tiny_config, pooling="gap", num_registers=3, final_norm="pooled"))
+    assert model.num_prefix_tokens == 3
+    assert model.get_layer("position_embedding").embeddings.shape == (1, 16, 32)
+    assert "encoder_norm" not in [layer.name for layer in model.layers]
+    images = random_images()
+    tokens = model.forward_features(images)
+    assert tokens.shape == (2, 3 + 16, 32)
+    pooled_norm = model.get_layer("pooled_norm")
+    expected = pooled_norm(keras.ops.mean(tokens[:, 3:], axis=1))
+    np.testing.assert_allclose(model.forward_head(tokens, pre_logits=True), expected, atol=1e-6)
+    # The registers' values change the output: they take part in attention.
+    registers = model.get_layer("registers").tokens
+    before = keras.ops.convert_to_numpy(model(images))
+    registers.assign(registers * 0 + 1.0)
+    assert not np.abs(keras.ops.convert_to_numpy(model(images)) - before).max() <= 1e-3
+
+
+def test_image_mean_and_std_normalise_inside(tiny_config):
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    model = randomize(build(tiny_config, image_mean=mean, image_std=std))
+    outside = build(tiny_config, image_mean=mean, image_std=std, include_rescaling=False)
+    outside.set_weights(model.get_weights())
+    images = random_images()
+    normalised = (images / 255.0 - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(model(images), outside(normalised.astype("float32")), atol=1e-5)
+    assert outside.get_config()["image_mean"] == list(mean)
+    # The default is the original [-1, 1].
+    assert build(tiny_config).get_layer("rescaling").get_config()["scale"] == 1 / 127.5
+
+
+CALL_TIME_SIZES = [(48, 48), (40, 24), (16, 64)]
+
+
+@pytest.mark.parametrize("resize_method", ["bilinear", "bicubic"])
+def test_call_time_size_matches_load_time_size(tiny_config, tmp_path, resize_method):
+    model = randomize(build(tiny_config, distilled=True, num_registers=2))
+    model.save_to_preset(tmp_path / "preset")
+    any_size = keras_vit.ViT.from_preset(tmp_path / "preset", image_size=None, resize_method=resize_method)
+    assert any_size.image_size is None and any_size.position_grid_size == (4, 4)
+    for size in CALL_TIME_SIZES:
+        fixed = keras_vit.ViT.from_preset(tmp_path / "preset", image_size=size, resize_method=resize_method)
+        images = random_images(size=size)
+        expected = keras.ops.convert_to_numpy(fixed(images))
+        assert np.isfinite(expected).all() and np.ptp(expected) > 0.1
+        np.testing.assert_allclose(any_size(images), expected, atol=1e-5)
+    np.testing.assert_allclose(any_size(random_images()), model(random_images()), atol=1e-5)
+    with pytest.raises(ValueError, match=r"with height and width multiples of 8, got \(2, 36, 32, 3\)"):
+        any_size(np.zeros((2, 36, 32, 3), "float32"))
+
+
+def test_call_time_size_of_a_hybrid_and_of_sincos(tiny_config, tmp_path):
+    from helpers import HYBRID
+
+    hybrid = randomize(keras_vit.ViT(**HYBRID))
+    hybrid.save_to_preset(tmp_path / "hybrid")
+    any_size = keras_vit.ViT.from_preset(tmp_path / "hybrid", image_size=None)
+    fixed = keras_vit.ViT.from_preset(tmp_path / "hybrid", image_size=(16, 64))
+    images = random_images(size=(16, 64))
+    np.testing.assert_allclose(any_size(images), fixed(images), atol=1e-5)
+    sincos = randomize(build(tiny_config, image_size=(40, 24), position_embedding="sincos2d"))
+    any_size = build(tiny_config, image_size=None, position_embedding="sincos2d")
+    any_size.set_weights(sincos.get_weights())
+    images = random_images(size=(40, 24))
+    np.testing.assert_allclose(any_size(images), sincos(images), atol=1e-5)

@@ -19,11 +19,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         {},
         dict(pooling="gap", representation_size=16, gelu_approximate=False, image_size=(32, 48)),
         dict(position_embedding="sincos2d", include_rescaling=False, drop_path_rate=0.1),
+        dict(distilled=True, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225)),
+        dict(pooling="gap", num_registers=4, final_norm="pooled"),
+        dict(image_size=None, position_grid_size=(4, 4), position_resize_method="bicubic"),
     ],
 )
 def test_keras_file_round_trip(tiny_config, tmp_path, overrides):
     model = randomize(keras_vit.ViT(**{**tiny_config, **overrides}))
-    images = random_images(size=model.image_size)
+    images = random_images(size=model.image_size or (40, 24))
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)  # safe mode, no custom_objects
@@ -54,7 +57,9 @@ def test_config_round_trip(tiny_config):
     [
         layers.PatchEmbedding(4, 8),
         layers.ClassToken(),
+        layers.Registers(4, num_prefix_tokens=2),
         layers.PositionEmbedding((2, 3), num_prefix_tokens=0, kind="sincos2d"),
+        layers.PositionEmbedding((2, 3), num_prefix_tokens=2, patch_size=16, resize_method="bicubic"),
         layers.TransformerBlock(
             2,
             16,
@@ -103,11 +108,19 @@ class _TrainerSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {}
 
 
-def test_preset_of_a_compiled_model_loads_in_a_fresh_process(tiny_config, tmp_path):
-    model = randomize(keras_vit.ViT(**tiny_config))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        dict(distilled=True, num_registers=2, image_size=None, position_grid_size=(4, 4)),
+        dict(pooling="gap", num_registers=4, final_norm="pooled", image_mean=(0.485, 0.456, 0.406)),
+    ],
+)
+def test_preset_of_a_compiled_model_loads_in_a_fresh_process(tiny_config, tmp_path, overrides):
+    model = randomize(keras_vit.ViT(**{**tiny_config, **overrides}))
     model.compile(keras.optimizers.AdamW(_TrainerSchedule()), "mse")
     model.save_to_preset(tmp_path / "preset")
-    images = random_images()
+    images = random_images(size=model.image_size or (40, 24))
     np.save(tmp_path / "images.npy", images)
     np.save(tmp_path / "expected.npy", keras.ops.convert_to_numpy(model(images)))
     script = (

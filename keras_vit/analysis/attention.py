@@ -3,13 +3,16 @@
 import numpy as np
 from keras import ops
 
+from keras_vit.layers.patch_embedding import grid_size
+from keras_vit.layers.resnet import feature_size
+
 
 def attention_maps(model, images):
     """Attention probabilities of every block, on the model's own weights.
 
     Returns a float32 array `(num_layers, B, heads, T, T)`: row `q` of
     `[l, b, h]` is where token `q` attends in block `l`. `T` is the number of
-    patches, plus one (the class token, first) with token pooling.
+    patches plus `model.num_prefix_tokens` (class, distillation, registers; first).
     """
     attention = model.feature_extractor(["attention"])(images)["attention"]
     return np.stack([ops.convert_to_numpy(a) for a in attention]).astype("float32")
@@ -39,16 +42,30 @@ def rollout(attention):
 def attention_rollout(model, images):
     """Rollout from the model's output to the input patches: `(B, grid_h, grid_w)`.
 
-    With token pooling, the class token's row of the rollout; with gap
-    pooling, the mean of the patch tokens' rows (the pooled output is their
-    mean). Each map sums to 1 over the patches (the class token's own share is
-    left out and the rest renormalised). `upsample` brings it to image size.
+    With token pooling, the class token's row of the rollout (for a distilled
+    model the mean of the class and distillation tokens' rows, as its logits
+    are the mean of their heads'); with gap pooling, the mean of the patch
+    tokens' rows (the pooled output is their mean). Each map sums to 1 over
+    the patches (the prefix tokens' shares are left out and the rest
+    renormalised). `upsample` brings it to image size.
     """
     joint = rollout(attention_maps(model, images))
-    prefix = int(model.pooling == "token")
-    weights = joint[:, 0, prefix:] if prefix else joint.mean(axis=1)
+    prefix = model.num_prefix_tokens
+    if model.pooling == "token":
+        rows = joint[:, : 1 + int(model.distilled)]
+    else:
+        rows = joint[:, prefix:]
+    weights = rows.mean(axis=1)[:, prefix:]
     weights = weights / weights.sum(axis=-1, keepdims=True)
-    return weights.reshape(-1, *model.grid_size).astype("float32")
+    return weights.reshape(-1, *patch_grid(model, images)).astype("float32")
+
+
+def patch_grid(model, images):
+    """`(grid_h, grid_w)` of `model`'s patch tokens for `images` `(B, H, W, 3)`:
+    the model's, or for a model with `image_size=None` the images'."""
+    if model.image_size is not None:
+        return model.grid_size
+    return grid_size(feature_size(np.shape(images)[1:3], model.resnet_layers), model.patch_size)
 
 
 def upsample(maps, image_size):
@@ -69,7 +86,7 @@ def attention_distance(attention, grid_size, patch_size, num_prefix_tokens=0):
         attention: `(L, B, heads, T, T)` probabilities.
         grid_size: `(grid_h, grid_w)`; `T = num_prefix_tokens + grid_h * grid_w`.
         patch_size: pixels from one patch's centre to the next (`model.token_stride`).
-        num_prefix_tokens: 1 with a class token, else 0.
+        num_prefix_tokens: tokens before the patches (`model.num_prefix_tokens`).
     """
     attention = np.asarray(attention, dtype="float64")
     grid_h, grid_w = grid_size
@@ -94,5 +111,5 @@ def mean_attention_distance(model, images):
     The paper's Figure 7 (right): how far, on average, each head looks.
     """
     return attention_distance(
-        attention_maps(model, images), model.grid_size, model.token_stride, int(model.pooling == "token")
+        attention_maps(model, images), patch_grid(model, images), model.token_stride, model.num_prefix_tokens
     )

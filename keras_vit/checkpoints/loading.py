@@ -4,6 +4,8 @@ import numpy as np
 
 from keras_vit.checkpoints.original import POSITION
 from keras_vit.layers import resize_position_embeddings
+from keras_vit.layers.patch_embedding import grid_size, image_size_pair
+from keras_vit.layers.resnet import feature_size
 from keras_vit.presets import PRESETS
 
 ARCHITECTURE = (
@@ -14,21 +16,35 @@ ARCHITECTURE = (
     "mlp_dim",
     "resnet_layers",
     "resnet_width",
+    "distilled",
+    "num_registers",
+    "final_norm",
 )
+# A plain ViT's value of the architecture keys a preset may leave out.
+PLAIN = dict(distilled=False, num_registers=0, final_norm="tokens")
 HEAD = ("head/kernel", "head/bias")
+DISTILLATION_HEAD = ("distillation_head/kernel", "distillation_head/bias")
 PRE_LOGITS = ("pre_logits/kernel", "pre_logits/bias")
 HINTS = {
     POSITION: "the checkpoint has no learned position embeddings (e.g. a big_vision sincos2d "
     "model): pass position_embedding='sincos2d' or 'none'",
     "class_token/token": "the checkpoint has no class token (global average pooling): pass pooling='gap'",
+    "distillation_token/token": "the checkpoint has no distillation token (DeiT's dist_token, HF's "
+    "distillation_token); a DeiT without distillation loads with distilled=False",
+    "distillation_head/kernel": "the checkpoint has a head but no distillation head to go with it: "
+    "pass num_classes=... for two fresh heads, or include_top=False",
+    "registers/tokens": "the checkpoint has no register tokens: pass num_registers=0",
+    "encoder_norm/gamma": "the checkpoint has no LayerNorm before pooling: pass final_norm='pooled' "
+    "if it has one after pooling (timm's fc_norm)",
+    "pooled_norm/gamma": "the checkpoint has no LayerNorm after pooling: pass final_norm='tokens'",
 }
 
 
 def model_config(checkpoint, preset_config, overrides, preset_name=None):
     """ViT arguments: the preset's, then what the checkpoint implies (image
-    size, classes, pre-logits, pooling, GELU, epsilon), then the user's. The
-    architecture asked for (the preset with the user's overrides) must match
-    the checkpoint's."""
+    size, classes, pre-logits, pooling, distillation, registers, final norm,
+    GELU, epsilon), then the user's. The architecture asked for (the preset
+    with the user's overrides) must match the checkpoint's."""
     asked = {**preset_config, **overrides}
     for key in ARCHITECTURE:
         want, got = asked.get(key), checkpoint.config.get(key)
@@ -62,23 +78,28 @@ def assign(model, checkpoint, resize_method="bilinear"):
 
     The head is taken from the checkpoint only when its shape fits: a model
     built with another `num_classes` (or one whose checkpoint has no head)
-    keeps its fresh, zero-initialised head; a model without the top, or
-    without `pre_logits`, leaves those keys out. Everything else must match:
-    keys left unused and weights left unset are errors that name them.
+    keeps its fresh, zero-initialised head, and so does a distilled model's
+    distillation head along with it; a model without the top, or without
+    `pre_logits`, leaves those keys out. Everything else must match: keys
+    left unused and weights left unset are errors that name them.
     """
     targets = {w.path: w for w in model.weights}
     weights = dict(checkpoint.weights)
+    top = "head/kernel" in targets
     fresh = set()
-    if "head/kernel" in targets and (
+    if top and (
         "head/kernel" not in weights or weights["head/kernel"].shape != tuple(targets["head/kernel"].shape)
     ):
-        fresh.update(HEAD)
-    for keys in (HEAD, PRE_LOGITS):
-        if keys[0] not in targets or keys[0] in fresh:
-            for key in keys:
-                weights.pop(key, None)
+        fresh = {key for key in HEAD + DISTILLATION_HEAD if key in targets}
+    left_out = set(fresh)
+    if not top:
+        left_out.update(HEAD + DISTILLATION_HEAD)
+    if PRE_LOGITS[0] not in targets:
+        left_out.update(PRE_LOGITS)
+    for key in left_out:
+        weights.pop(key, None)
     if POSITION in weights and POSITION in targets:
-        weights[POSITION] = _resize(weights[POSITION], model, resize_method)
+        weights[POSITION] = _resize(weights[POSITION], model, resize_method, checkpoint.config)
 
     unused = sorted(set(weights) - set(targets))
     unset = sorted(set(targets) - set(weights) - fresh)
@@ -107,19 +128,31 @@ def assign(model, checkpoint, resize_method="bilinear"):
     return model
 
 
-def _resize(embeddings, model, method):
+def _resize(embeddings, model, method, config):
+    """The checkpoint's position embeddings on the model's grid; the
+    checkpoint's grid is its config's (a saved model's, which may be
+    non-square), else the square its embeddings hold."""
     layer = model.get_layer("position_embedding")
     target = tuple(layer.embeddings.shape)
-    if embeddings.shape == target or embeddings.ndim != 3 or embeddings.shape[2] != target[2]:
-        return embeddings  # equal, or a mismatch reported with both shapes
+    if embeddings.ndim != 3 or embeddings.shape[2] != target[2]:
+        return embeddings  # a mismatch reported with both shapes
     prefix = layer.num_prefix_tokens
-    side = int(round((embeddings.shape[1] - prefix) ** 0.5))
-    if side * side != embeddings.shape[1] - prefix:
+    if config.get("position_grid_size"):
+        source = tuple(config["position_grid_size"])
+    elif config.get("image_size") and config.get("patch_size"):
+        features = feature_size(image_size_pair(config["image_size"]), config.get("resnet_layers"))
+        source = grid_size(features, config["patch_size"])
+    else:
+        side = int(round((embeddings.shape[1] - prefix) ** 0.5))
+        source = (side, side)
+    if source == tuple(layer.grid_size):
+        return embeddings
+    if prefix + source[0] * source[1] != embeddings.shape[1]:
         raise ValueError(
             f"Cannot resize position embeddings of shape {embeddings.shape}: not {prefix} prefix "
-            f"token(s) plus a square grid."
+            f"token(s) plus a {source[0]}x{source[1]} grid."
         )
-    return resize_position_embeddings(embeddings, (side, side), layer.grid_size, prefix, method)
+    return resize_position_embeddings(embeddings, source, layer.grid_size, prefix, method)
 
 
 def _differs(key, want, got, config):
@@ -141,9 +174,11 @@ def _suggest(config):
     matches = [
         name
         for name, preset in PRESETS.items()
-        if not any(_differs(key, preset.get(key), config.get(key), config) for key in ARCHITECTURE)
+        if not any(
+            _differs(key, preset.get(key, PLAIN.get(key)), config.get(key), config) for key in ARCHITECTURE
+        )
     ]
-    keys = [key for key in ARCHITECTURE if config.get(key) is not None]
+    keys = [key for key in ARCHITECTURE if config.get(key) is not None and config[key] != PLAIN.get(key)]
     if config.get("resnet_layers") is None and "resnet_width" in keys:
         keys.remove("resnet_width")  # meaningless without a stem
     architecture = ", ".join(f"{key}={config[key]}" for key in keys)

@@ -1,9 +1,21 @@
-"""timm and Hugging Face (`google/vit-*`) ViT checkpoints in safetensors.
+"""timm and Hugging Face (`google/vit-*`, `facebook/deit-*`) ViT checkpoints in safetensors.
 
 Read with `safetensors.numpy` (no torch). PyTorch `Linear` weights are
 `(out, in)`: transposed to Keras' `(in, out)`, and the attention projections
 reshaped to the `(D, heads, D / heads)` kernels of `MultiHeadAttention`.
 Both use the exact (erf) GELU; timm's LayerNorm epsilon is 1e-6, HF's 1e-12.
+
+Beyond the paper's ViT (names from timm's `vision_transformer.py` and
+`deit.py`, and HF's `modeling_deit.py` and `convert_deit_timm_to_pytorch.py`):
+- DeiT with distillation: timm's `dist_token` (1, 1, D) and `head_dist`; HF's
+  `DeiTForImageClassificationWithTeacher` (`deit.` prefix) has
+  `embeddings.distillation_token`, `cls_classifier` and
+  `distillation_classifier`. The position embeddings cover both tokens.
+  HF's DeiT files without distillation are `ViTForImageClassification` files.
+- timm's `vit_*_reg*_gap_*`: register tokens `reg_token` (1, R, D) with no
+  position embedding (`no_embed_class`; without a class token, `pos_embed`
+  covers the patches only), and `fc_norm`, a LayerNorm after the average
+  pooling, in place of `norm`.
 
 timm's hybrids (`vit_base_r50_s16_384`, `vit_small_r26_s32_224`,
 `vit_tiny_r_s16_p8_224`, ...) hold the ResNet under `patch_embed.backbone.`
@@ -62,10 +74,11 @@ def convert_timm(tensors, num_heads):
 
 
 def convert_hf(tensors, num_heads):
-    """HF `ViTModel` / `ViTForImageClassification` -> `{keras weight path: array}`.
+    """HF `ViTModel` / `ViTForImageClassification` / `DeiTModel` /
+    `DeiTForImageClassificationWithTeacher` -> `{keras weight path: array}`.
 
-    The `vit.` prefix is optional (`ViTModel` files have none); the pooler
-    (Dense + tanh on the class token) is the original `pre_logits`.
+    The `vit.` or `deit.` prefix is optional (`ViTModel` files have none); the
+    pooler (Dense + tanh on the class token) is the original `pre_logits`.
     """
     prefix = next(k for k in tensors if k.endswith(HF_PATCH_KEY))[: -len(HF_PATCH_KEY)]
     names = {key[len(prefix) :] if key.startswith(prefix) else key: value for key, value in tensors.items()}
@@ -124,19 +137,26 @@ def _resnet_leaf(path, leaf):
 # Source name -> keras path: whole tensors, and layers (their weight and bias).
 TIMM_NAMES = {
     "cls_token": "class_token/token",
+    "dist_token": "distillation_token/token",
+    "reg_token": "registers/tokens",
     "pos_embed": "position_embedding/embeddings",
     "patch_embed.proj": "embedding",
     "norm": "encoder_norm",
+    "fc_norm": "pooled_norm",
     "pre_logits.fc": "pre_logits",
     "head": "head",
+    "head_dist": "distillation_head",
 }
 HF_NAMES = {
     "embeddings.cls_token": "class_token/token",
+    "embeddings.distillation_token": "distillation_token/token",
     "embeddings.position_embeddings": "position_embedding/embeddings",
     "embeddings.patch_embeddings.projection": "embedding",
     "layernorm": "encoder_norm",
     "pooler.dense": "pre_logits",
     "classifier": "head",
+    "cls_classifier": "head",
+    "distillation_classifier": "distillation_head",
 }
 TIMM_BLOCK = {
     "norm1": "attention_norm",

@@ -83,7 +83,8 @@ def read_checkpoint(path, num_heads=None):
 
 
 def infer_config(weights, origin):
-    """The ViT arguments a checkpoint's shapes imply."""
+    """The ViT arguments a checkpoint's shapes imply; distillation, registers
+    and where the final LayerNorm sits from the weights it has."""
     kernel = weights.get("embedding/kernel")
     if kernel is None or kernel.ndim != 4:
         raise ValueError(
@@ -101,9 +102,14 @@ def infer_config(weights, origin):
     if query is not None and query.ndim == 3:
         config["num_heads"] = int(query.shape[1])
     config["pooling"] = "token" if "class_token/token" in weights else "gap"
+    config["distilled"] = "distillation_token/token" in weights or "distillation_head/kernel" in weights
+    registers = weights.get("registers/tokens")
+    config["num_registers"] = 0 if registers is None else int(registers.shape[1])
+    config["final_norm"] = "pooled" if "pooled_norm/gamma" in weights else "tokens"
     position = weights.get(POSITION)
     if position is not None:
-        grid = position.shape[1] - (config["pooling"] == "token")
+        # Entries for the class and distillation tokens, then the grid; registers get none.
+        grid = position.shape[1] - (config["pooling"] == "token") - config["distilled"]
         side = int(round(grid**0.5))
         if side * side != grid:
             raise ValueError(

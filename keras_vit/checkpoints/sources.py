@@ -1,10 +1,13 @@
 """Published checkpoints, registered per preset: where they live, and their sha256 where known.
 
 URLs are those of google-research/vision_transformer (`imagenet21k`,
-`imagenet21k+imagenet2012`) and of "How to train your ViT?" (AugReg,
-Steiner et al. 2021, the same files timm and big_vision load). No sha256 is
-published for these files; `sha256=None` means the download is not verified.
-Each URL is written out in full, so that grep finds it.
+`imagenet21k+imagenet2012`), of "How to train your ViT?" (AugReg,
+Steiner et al. 2021, the same files timm and big_vision load), and of timm's
+Hugging Face hub copies of the DeiT weights (Touvron et al. 2021, `fb_in1k`).
+No sha256 is published for these files; `sha256=None` means the download is
+not verified. Each URL is written out in full, so that grep finds it.
+Downloads are cached under their file name: timm's hub files are all called
+`model.safetensors`, so their sources name the cached file after the timm model.
 """
 
 from dataclasses import dataclass
@@ -14,10 +17,12 @@ from dataclasses import dataclass
 class Source:
     url: str
     sha256: str | None = None
+    cache_name: str | None = None  # the downloaded file's name, where the URL's last part is not unique
 
     @property
     def filename(self):
-        return self.url.rsplit("/", 1)[-1]
+        """The name of the downloaded file in the cache."""
+        return self.cache_name or self.url.rsplit("/", 1)[-1]
 
 
 # The names of `weights=`:
@@ -27,6 +32,7 @@ class Source:
 #   augreg_in21k                  AugReg, ImageNet-21k: the upstream of timm's `augreg_in21k_ft_in1k` files
 #   augreg_in21k_ft_in1k[_384]    AugReg, ImageNet-21k, fine-tuned on ImageNet-1k at 224 [384] px
 #   augreg_in1k[_384]             AugReg, ImageNet-1k only, fine-tuned at 224 [384] px
+#   fb_in1k                       DeiT (timm's `deit_*_patch16_224.fb_in1k`), ImageNet-1k at 224 px
 # Hybrids: R50+ViT-B/16 has the original files; R26+S/32 and R+Ti/16 the AugReg
 # files, as timm's `vit_small_r26_s32_*` and `vit_tiny_r_s16_p8_*` load them.
 SOURCES = {
@@ -177,6 +183,42 @@ SOURCES = {
         "imagenet21k": Source("https://storage.googleapis.com/vit_models/imagenet21k/R50+ViT-B_16.npz"),
         "imagenet21k+imagenet2012": Source(
             "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/R50+ViT-B_16.npz"
+        ),
+    },
+    "deit_ti16": {
+        "fb_in1k": Source(
+            "https://huggingface.co/timm/deit_tiny_patch16_224.fb_in1k/resolve/main/model.safetensors",
+            cache_name="deit_tiny_patch16_224.fb_in1k.safetensors",
+        ),
+    },
+    "deit_s16": {
+        "fb_in1k": Source(
+            "https://huggingface.co/timm/deit_small_patch16_224.fb_in1k/resolve/main/model.safetensors",
+            cache_name="deit_small_patch16_224.fb_in1k.safetensors",
+        ),
+    },
+    "deit_b16": {
+        "fb_in1k": Source(
+            "https://huggingface.co/timm/deit_base_patch16_224.fb_in1k/resolve/main/model.safetensors",
+            cache_name="deit_base_patch16_224.fb_in1k.safetensors",
+        ),
+    },
+    "deit_ti16_distilled": {
+        "fb_in1k": Source(
+            "https://huggingface.co/timm/deit_tiny_distilled_patch16_224.fb_in1k/resolve/main/model.safetensors",
+            cache_name="deit_tiny_distilled_patch16_224.fb_in1k.safetensors",
+        ),
+    },
+    "deit_s16_distilled": {
+        "fb_in1k": Source(
+            "https://huggingface.co/timm/deit_small_distilled_patch16_224.fb_in1k/resolve/main/model.safetensors",
+            cache_name="deit_small_distilled_patch16_224.fb_in1k.safetensors",
+        ),
+    },
+    "deit_b16_distilled": {
+        "fb_in1k": Source(
+            "https://huggingface.co/timm/deit_base_distilled_patch16_224.fb_in1k/resolve/main/model.safetensors",
+            cache_name="deit_base_distilled_patch16_224.fb_in1k.safetensors",
         ),
     },
 }

@@ -11,6 +11,7 @@ from keras_vit.layers.position_embedding import (
     resize_position_embeddings,
     sincos_2d_embeddings,
 )
+from keras_vit.layers.registers import Registers
 from keras_vit.layers.resnet import ResNetStage, ResNetStem, ResNetUnit, StdConv2D
 from keras_vit.layers.transformer_block import TransformerBlock
 
@@ -22,6 +23,7 @@ __all__ = [
     "PatchDropout",
     "PatchEmbedding",
     "PositionEmbedding",
+    "Registers",
     "ResNetStage",
     "ResNetStem",
     "ResNetUnit",

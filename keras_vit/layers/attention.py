@@ -16,7 +16,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     `query_dense`, `key_dense`, `value_dense`, `output_dense`: the names in
     saved files. The projections run as 2-D matmuls on the `(B * T, D)` rows,
     kernels viewed as `(D, D)`: on CPU that is faster than the einsums of
-    Keras' layer, and oneDNN fuses each MatMul with its BiasAdd.
+    Keras' layer, and oneDNN fuses each MatMul with its BiasAdd. They read
+    each layer's `kernel` property, which adds LoRA's `a @ b` when enabled.
 
     Args:
         num_heads: attention heads; must divide D.

@@ -9,7 +9,9 @@ class ClassToken(keras.layers.Layer):
     """Prepends a learned token: `(B, N, D)` -> `(B, 1 + N, D)`.
 
     Weight: `token` `(1, 1, D)`, zero-initialised as in the original code
-    (the checkpoints' `cls`).
+    (the checkpoints' `cls`). The ViT's `class_token`, and with distillation
+    `distillation_token` (DeiT's `dist_token`), applied first so that the
+    class token leads.
     """
 
     def build(self, input_shape):

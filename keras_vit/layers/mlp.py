@@ -29,7 +29,8 @@ class MlpBlock(keras.layers.Layer):
 
     Sub-layers `dense_0` (kernel `(D, mlp_dim)`) and `dense_1` (kernel
     `(mlp_dim, D)`): the original `MlpBlock/Dense_0`, `Dense_1`. Initialised as
-    the original: Xavier-uniform kernels, normal(1e-6) biases.
+    the original: Xavier-uniform kernels, normal(1e-6) biases. `call` reads
+    their `kernel` property, which adds LoRA's `a @ b` when enabled.
     """
 
     def __init__(self, mlp_dim, dropout_rate=0.0, gelu_approximate=True, **kwargs):

@@ -40,6 +40,8 @@ class PatchEmbedding(keras.layers.Layer):
         x = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid")
         x = x + self.bias
         _, grid_h, grid_w, _ = x.shape
+        if grid_h is None or grid_w is None:  # an image size chosen at call time
+            return ops.reshape(x, (ops.shape(x)[0], -1, self.hidden_dim))
         return ops.reshape(x, (-1, grid_h * grid_w, self.hidden_dim))
 
     def extract_patches(self, images):
@@ -56,6 +58,8 @@ class PatchEmbedding(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
+        if height is None or width is None:
+            return (batch, None, self.hidden_dim)
         num_patches = (height // self.patch_size) * (width // self.patch_size)
         return (batch, num_patches, self.hidden_dim)
 

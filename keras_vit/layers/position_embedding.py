@@ -12,50 +12,87 @@ RESIZE_METHODS = ("bilinear", "bicubic")
 class PositionEmbedding(keras.layers.Layer):
     """Adds a position embedding to a token sequence `(B, T, D)`.
 
-    `T = num_prefix_tokens + grid_h * grid_w`: the class token (if any) comes
-    first, then the patches in row-major order.
+    `T = num_prefix_tokens + grid_h * grid_w`: the prefix tokens (class and
+    distillation token, if any) come first, then the patches in row-major
+    order.
+
+    Called with `patch_input`, the tensor `(B, H, W, C)` the patch embedding
+    took, the patch grid is read from its shape at run time (an image size
+    chosen at call time): the learned embeddings are resized to that grid in
+    the graph by `resize_method`, the rule `resize_position_embeddings`
+    applies at load time; sin-cos embeddings are computed for it.
 
     Args:
-        grid_size: `(grid_h, grid_w)`, the patch grid.
-        num_prefix_tokens: tokens before the grid (1 with a class token, else 0).
+        grid_size: `(grid_h, grid_w)`, the patch grid the embeddings are
+            for (learned ones: stored for); `(None, None)` for sin-cos ones
+            computed at call time.
+        num_prefix_tokens: tokens before the grid that get an embedding.
         kind: `"learned"`: a weight `embeddings` `(1, T, D)`, initialised with
             normal(0.02) like the original; `"sincos2d"`: big_vision's fixed
             `posemb_sincos_2d` (temperature 10000), zero for prefix tokens.
+        patch_size: the patch side, to read the grid from `patch_input`.
+        resize_method: `"bilinear"` or `"bicubic"`, for `patch_input`.
     """
 
-    def __init__(self, grid_size, num_prefix_tokens=1, kind="learned", **kwargs):
+    def __init__(
+        self,
+        grid_size,
+        num_prefix_tokens=1,
+        kind="learned",
+        patch_size=None,
+        resize_method="bilinear",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if kind not in KINDS:
             raise ValueError(f"Unknown position embedding kind {kind!r}; expected one of {KINDS}.")
+        if resize_method not in RESIZE_METHODS:
+            raise ValueError(f"Unknown resize method {resize_method!r}; expected one of {RESIZE_METHODS}.")
         self.grid_size = tuple(grid_size)
         self.num_prefix_tokens = num_prefix_tokens
         self.kind = kind
+        self.patch_size = patch_size
+        self.resize_method = resize_method
 
     @property
     def sequence_length(self):
         return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
 
-    def build(self, input_shape):
-        if input_shape[1] is not None and input_shape[1] != self.sequence_length:
+    def build(self, tokens_shape, patch_input_shape=None):
+        if patch_input_shape is None and tokens_shape[1] not in (None, self.sequence_length):
             raise ValueError(
                 f"PositionEmbedding for a {self.grid_size[0]}x{self.grid_size[1]} grid "
                 f"with {self.num_prefix_tokens} prefix token(s) expects "
-                f"{self.sequence_length} tokens, got {input_shape[1]}."
+                f"{self.sequence_length} tokens, got {tokens_shape[1]}."
             )
-        hidden_dim = input_shape[-1]
+        hidden_dim = tokens_shape[-1]
         if self.kind == "learned":
             self.embeddings = self.add_weight(
                 name="embeddings",
                 shape=(1, self.sequence_length, hidden_dim),
                 initializer=keras.initializers.RandomNormal(stddev=0.02),
             )
-        else:
-            grid = sincos_2d_embeddings(self.grid_size, hidden_dim)
-            prefix = np.zeros((self.num_prefix_tokens, hidden_dim), np.float32)
-            self.embeddings = np.concatenate([prefix, grid])[None]
+        elif self.patch_size is None:  # computed for each input's grid otherwise
+            self.embeddings = ops.convert_to_numpy(self._sincos(self.grid_size, hidden_dim))
 
-    def call(self, tokens):
-        return tokens + ops.cast(self.embeddings, tokens.dtype)
+    def call(self, tokens, patch_input=None):
+        if patch_input is None:
+            embeddings = self.embeddings
+        else:
+            shape = ops.shape(patch_input)
+            grid = (shape[1] // self.patch_size, shape[2] // self.patch_size)
+            if self.kind == "learned":
+                embeddings = _resize(
+                    self.embeddings, self.grid_size, grid, self.num_prefix_tokens, self.resize_method
+                )
+            else:
+                embeddings = self._sincos(grid, tokens.shape[-1])
+        return tokens + ops.cast(embeddings, tokens.dtype)
+
+    def _sincos(self, grid, hidden_dim):
+        """`(1, T, D)`: zeros for the prefix tokens, then `sincos_2d_embeddings(grid)`."""
+        prefix = ops.zeros((self.num_prefix_tokens, hidden_dim))
+        return ops.concatenate([prefix, sincos_2d_embeddings(grid, hidden_dim)])[None]
 
     def get_config(self):
         config = super().get_config()
@@ -63,12 +100,15 @@ class PositionEmbedding(keras.layers.Layer):
             grid_size=self.grid_size,
             num_prefix_tokens=self.num_prefix_tokens,
             kind=self.kind,
+            patch_size=self.patch_size,
+            resize_method=self.resize_method,
         )
         return config
 
 
 def sincos_2d_embeddings(grid_size, hidden_dim, temperature=10_000.0):
-    """big_vision's `posemb_sincos_2d`: `(grid_h * grid_w, D)` float32.
+    """big_vision's `posemb_sincos_2d`: `(grid_h * grid_w, D)` float32
+    (the grid sides may be tensors).
 
     The four quarters of D hold sin(x), cos(x), sin(y), cos(y) at geometrically
     spaced frequencies; x is the column and y the row of the patch.
@@ -77,10 +117,11 @@ def sincos_2d_embeddings(grid_size, hidden_dim, temperature=10_000.0):
         raise ValueError(f"sincos2d position embeddings need hidden_dim divisible by 4, got {hidden_dim}.")
     quarter = hidden_dim // 4
     omega = 1.0 / temperature ** (np.arange(quarter) / max(quarter - 1, 1))
-    rows, cols = np.mgrid[: grid_size[0], : grid_size[1]]
-    x = cols.reshape(-1, 1) * omega
-    y = rows.reshape(-1, 1) * omega
-    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(np.float32)
+    omega = ops.convert_to_tensor(omega.astype(np.float32))
+    rows = ops.repeat(ops.arange(grid_size[0], dtype="float32"), grid_size[1])
+    cols = ops.tile(ops.arange(grid_size[1], dtype="float32"), [grid_size[0]])
+    x, y = cols[:, None] * omega, rows[:, None] * omega
+    return ops.concatenate([ops.sin(x), ops.cos(x), ops.sin(y), ops.cos(y)], axis=1)
 
 
 def resize_position_embeddings(embeddings, source_grid, target_grid, num_prefix_tokens=1, method="bilinear"):
@@ -111,43 +152,52 @@ def resize_position_embeddings(embeddings, source_grid, target_grid, num_prefix_
             f"Position embeddings of shape {embeddings.shape} do not fit a {sh}x{sw} grid "
             f"with {num_prefix_tokens} prefix token(s): expected (1, {expected}, D)."
         )
+    resized = _resize(embeddings.astype(np.float64), (sh, sw), (th, tw), num_prefix_tokens, method)
+    return ops.convert_to_numpy(resized).astype(embeddings.dtype)
+
+
+def _resize(embeddings, source_grid, target_grid, num_prefix_tokens, method):
+    """`resize_position_embeddings` in ops: the target grid may be tensors,
+    computed in the embeddings' dtype."""
+    (sh, sw), (th, tw) = source_grid, target_grid
+    embeddings = ops.convert_to_tensor(embeddings)
+    dtype = embeddings.dtype
     prefix, grid = embeddings[:, :num_prefix_tokens], embeddings[0, num_prefix_tokens:]
-    grid = grid.reshape(sh, sw, -1).astype(np.float64)
+    grid = ops.reshape(grid, (sh, sw, -1))
     matrix = _linear_matrix if method == "bilinear" else _cubic_matrix
-    resized = np.einsum("ti,ijd,sj->tsd", matrix(sh, th), grid, matrix(sw, tw))
-    resized = resized.reshape(1, th * tw, -1).astype(embeddings.dtype)
-    return np.concatenate([prefix, resized], axis=1)
+    resized = ops.einsum("ti,ijd,sj->tsd", matrix(sh, th, dtype), grid, matrix(sw, tw, dtype))
+    resized = ops.reshape(resized, (1, -1, ops.shape(grid)[-1]))
+    return ops.concatenate([prefix, resized], axis=1)
 
 
-def _linear_matrix(size_in, size_out):
+def _linear_matrix(size_in, size_out, dtype):
     """`(size_out, size_in)` linear interpolation, corner-aligned (scipy's zoom)."""
-    scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
-    positions = np.arange(size_out) * scale
-    low = np.clip(np.floor(positions).astype(int), 0, size_in - 1)
-    high = np.minimum(low + 1, size_in - 1)
+    scale = (size_in - 1) / ops.cast(ops.maximum(size_out - 1, 1), dtype)
+    positions = ops.arange(size_out, dtype=dtype) * scale
+    low = ops.clip(ops.floor(positions), 0, size_in - 1)
     frac = positions - low
-    matrix = np.zeros((size_out, size_in))
-    np.add.at(matrix, (np.arange(size_out), low), 1.0 - frac)
-    np.add.at(matrix, (np.arange(size_out), high), frac)
-    return matrix
+    low = ops.cast(low, "int32")
+    high = ops.minimum(low + 1, size_in - 1)
+    return (
+        ops.one_hot(low, size_in, dtype=dtype) * (1.0 - frac)[:, None]
+        + ops.one_hot(high, size_in, dtype=dtype) * frac[:, None]
+    )
 
 
-def _cubic_matrix(size_in, size_out, a=-0.75):
+def _cubic_matrix(size_in, size_out, dtype, a=-0.75):
     """`(size_out, size_in)` cubic convolution, half-pixel centres, clamped edges."""
 
     def kernel(t):
-        t = np.abs(t)
-        return np.where(
-            t <= 1,
-            ((a + 2) * t - (a + 3)) * t * t + 1,
-            np.where(t < 2, ((a * t - 5 * a) * t + 8 * a) * t - 4 * a, 0.0),
-        )
+        t = ops.abs(t)
+        near = ((a + 2) * t - (a + 3)) * t * t + 1
+        far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+        return ops.where(t <= 1, near, ops.where(t < 2, far, ops.zeros_like(t)))
 
-    positions = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
-    base = np.floor(positions).astype(int)
-    matrix = np.zeros((size_out, size_in))
+    positions = (ops.arange(size_out, dtype=dtype) + 0.5) * size_in / ops.cast(size_out, dtype) - 0.5
+    base = ops.floor(positions)
+    matrix = 0.0
     for offset in (-1, 0, 1, 2):
         taps = base + offset
-        weights = kernel(positions - taps)
-        np.add.at(matrix, (np.arange(size_out), np.clip(taps, 0, size_in - 1)), weights)
+        column = ops.cast(ops.clip(taps, 0, size_in - 1), "int32")
+        matrix = matrix + ops.one_hot(column, size_in, dtype=dtype) * kernel(positions - taps)[:, None]
     return matrix
