@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 import keras_vit
+from keras_vit import lora
 from keras_vit.export.data import check_pixels
 from keras_vit.export.errors import ExportError, VerificationError
 from keras_vit.export.files import check_writable, write_bytes
@@ -26,6 +27,7 @@ from keras_vit.export.options import FORMATS, QUANTIZATIONS, check_calibration, 
 from keras_vit.export.saved_model import write_saved_model
 from keras_vit.export.tflite import convert_tflite
 from keras_vit.export.verify import format_table, keras_runner, verify, write_report
+from keras_vit.layers import resize_position_embeddings
 
 REPORT = "report.json"
 
@@ -36,6 +38,7 @@ __all__ = [
     "QUANTIZATIONS",
     "check_formats",
     "export_model",
+    "fixed_size_copy",
     "load_model",
 ]
 
@@ -55,13 +58,42 @@ def load_model(path):
 
 
 def float32_copy(model):
-    """`model` itself if it computes in float32, else a float32 ViT with its
-    weights: TFLite has no bfloat16 kernels, and the converter refuses the
-    mixed-precision graph op by op."""
-    if model.dtype_policy.compute_dtype == "float32":
+    """`model` itself if it computes in float32 and has no LoRA adapters, else
+    a float32 ViT with its weights, adapters merged into the kernels: TFLite
+    has no bfloat16 kernels, the converter refuses the mixed-precision graph op
+    by op, and a merged kernel exports as the one weight a model without LoRA
+    has (the same file size and ops)."""
+    if model.dtype_policy.compute_dtype == "float32" and not lora.is_enabled(model):
         return model
     copy = keras_vit.ViT.from_config({**model.get_config(), "dtype": "float32"})
-    copy.set_weights([keras.ops.convert_to_numpy(w).astype("float32") for w in model.weights])
+    copy.set_weights([keras.ops.convert_to_numpy(w).astype("float32") for w in lora.merged_weights(model)])
+    return copy
+
+
+def fixed_size_copy(model, image_size):
+    """A ViT with `model`'s weights that takes images of one size: for a model
+    built with `image_size=None`. Its position embeddings are resized at once
+    by the rule the model applies at call time (`position_resize_method`), so
+    its logits are the model's at that size. An ExportError for a size the
+    model cannot take."""
+    try:
+        copy = keras_vit.ViT.from_config(
+            {**model.get_config(), "image_size": image_size, "position_grid_size": None}
+        )
+    except ValueError as error:
+        raise ExportError(f"image size {image_size!r}: {error}") from None
+    weights = [keras.ops.convert_to_numpy(w) for w in lora.merged_weights(model)]
+    for i, variable in enumerate(copy.weights):
+        if variable.path == "position_embedding/embeddings":
+            layer = copy.get_layer("position_embedding")
+            weights[i] = resize_position_embeddings(
+                weights[i],
+                model.position_grid_size,
+                layer.grid_size,
+                layer.num_prefix_tokens,
+                layer.resize_method,
+            )
+    copy.set_weights(weights)
     return copy
 
 
@@ -102,8 +134,15 @@ def export_model(
     int8, which quantizes LayerNorm, softmax and GELU too and is lossy on
     ViTs); NaN or inf logits; a custom or Flex op in a `.tflite` file.
     A mixed-precision model (`mixed_bfloat16`, `mixed_float16`) is exported
-    as its float32 copy: the files are float32 (or quantized from it).
+    as its float32 copy: the files are float32 (or quantized from it). A
+    model with LoRA adapters (`ViT.enable_lora`) is exported as a copy with
+    the adapters merged into its kernels.
     """
+    if model.image_size is None:
+        raise ExportError(
+            f"{model.name} takes any image size (image_size=None); exported files take one: give it with "
+            f"--image-size HEIGHT [WIDTH], or export export.fixed_size_copy(model, (height, width))."
+        )
     formats, quantize = _check_options(model, formats, quantize, class_names, calibration_images, softmax)
     check_info(metadata or {})
     _check_images(model, calibration_images, verify_images)

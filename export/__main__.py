@@ -13,6 +13,7 @@ from keras_vit.export import (
     ExportError,
     VerificationError,
     export_model,
+    fixed_size_copy,
     load_model,
 )
 from keras_vit.export.data import load_images
@@ -23,6 +24,14 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m keras_vit.export", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a .keras file (model.save) or a preset folder (model.save_to_preset)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument(
+        "--image-size",
+        nargs="+",
+        type=int,
+        metavar="SIZE",
+        help="HEIGHT [WIDTH]: the image size of the files, for a model built with image_size=None "
+        "(which takes any size); its position embeddings are resized to it",
+    )
     parser.add_argument(
         "--format", nargs="+", default=list(FORMATS), help=f"some of {', '.join(FORMATS)} (default: all)"
     )
@@ -70,6 +79,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         model = load_model(args.model)
+        if args.image_size:
+            model = _fixed_size(model, args.image_size)
         calibration = verify = class_names = None
         if args.calibration:
             calibration = load_images(
@@ -97,6 +108,19 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _fixed_size(model, sides):
+    """`model` at the `--image-size` `sides` (one side: a square)."""
+    if len(sides) > 2:
+        raise ExportError(f"--image-size takes HEIGHT [WIDTH], got {' '.join(map(str, sides))}.")
+    size = (sides[0], sides[-1])
+    if model.image_size is not None:
+        raise ExportError(
+            f"--image-size is for a model built with image_size=None; {model.name} takes "
+            f"{model.image_size[0]}x{model.image_size[1]} images only."
+        )
+    return fixed_size_copy(model, size)
 
 
 def _key_value(item):

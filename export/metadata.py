@@ -128,17 +128,35 @@ def _append_softmax(tflite):
                 output.tensorIndex = probabilities
 
 
+def input_normalization(model):
+    """`(mean, std)` lists in [0, 255] pixel units that take pixels to the
+    model's input: `[0.0]`, `[1.0]` when it normalises inside
+    (`include_rescaling`), else its `image_mean` and `image_std` times 255;
+    one value where the three channels agree."""
+    if model.include_rescaling:
+        return [0.0], [1.0]
+    mean = [255.0 * m for m in model.image_mean]
+    std = [255.0 * s for s in model.image_std]
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        return mean[:1], std[:1]
+    return mean, std
+
+
+def _numbers(values):
+    return ", ".join(f"{v:g}" for v in values)
+
+
 def _metadata(model, info, labels, softmax):
     """The "M001" metadata flatbuffer of `model`: `info` (INFO_KEYS), the
     input's normalization, and the output's label file if `labels`."""
-    # Images go in as [0, 255] pixels: the model rescales inside, or takes (pixel - 127.5) / 127.5.
-    mean, std = (0.0, 1.0) if model.include_rescaling else (127.5, 127.5)
-    low, high = (0.0 - mean) / std, (255.0 - mean) / std
+    mean, std = input_normalization(model)
+    low = [(0.0 - m) / s for m, s in zip(mean, std)]
+    high = [(255.0 - m) / s for m, s in zip(mean, std)]
     height, width = model.image_size
     image = meta.TensorMetadataT(
         name="image",
-        description=f"RGB image {height}x{width}, float32 values in [{low:g}, {high:g}]: "
-        f"(pixel - {mean:g}) / {std:g} for pixels in [0, 255].",
+        description=f"RGB image {height}x{width}, float32 values (pixel - mean) / std for pixels in "
+        f"[0, 255], mean {_numbers(mean)}, std {_numbers(std)} (per channel where three).",
         content=meta.ContentT(
             contentPropertiesType=meta.ContentProperties.ImageProperties,
             contentProperties=meta.ImagePropertiesT(colorSpace=meta.ColorSpaceType.RGB),
@@ -146,10 +164,10 @@ def _metadata(model, info, labels, softmax):
         processUnits=[
             meta.ProcessUnitT(
                 optionsType=meta.ProcessUnitOptions.NormalizationOptions,
-                options=meta.NormalizationOptionsT(mean=[mean], std=[std]),
+                options=meta.NormalizationOptionsT(mean=mean, std=std),
             )
         ],
-        stats=meta.StatsT(max=[high], min=[low]),
+        stats=meta.StatsT(max=high, min=low),
     )
     scores = meta.TensorMetadataT(
         name="probabilities" if softmax else "logits",

@@ -200,6 +200,28 @@ def test_input_in_minus_one_to_one_is_normalized(tmp_path):
     assert list(normalization.options.mean) == [127.5] and list(normalization.options.std) == [127.5]
 
 
+def test_imagenet_normalization_inside_and_in_the_metadata(tmp_path):
+    """DeiT's per-channel ImageNet normalisation: inside the model (include_rescaling, the presets'
+    default) MediaPipe feeds [0, 255] pixels; without it the metadata holds the per-channel mean and std
+    in pixel units (MediaPipe Tasks 1.2 refuses per-channel normalisation; other TFLite readers apply it)."""
+    imagenet = dict(image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
+    model = randomize(keras_vit.ViT(**SMALL_VIT, num_classes=10, **imagenet))
+    path = tmp_path / "model.tflite"
+    path.write_bytes(with_metadata(convert_tflite(model), model))
+    images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype="uint8")
+    scores, _, _ = classify(path, images)
+    expected = model.predict(images.astype("float32"), verbose=0)
+    assert np.ptp(expected) > 0.1
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    (normalization,) = read_metadata(path)[0].subgraphMetadata[0].inputTensorMetadata[0].processUnits
+    assert list(normalization.options.mean) == [0.0] and list(normalization.options.std) == [1.0]
+    outside = keras_vit.ViT(**SMALL_VIT, num_classes=10, include_rescaling=False, **imagenet)
+    path.write_bytes(with_metadata(convert_tflite(outside), outside))
+    (normalization,) = read_metadata(path)[0].subgraphMetadata[0].inputTensorMetadata[0].processUnits
+    np.testing.assert_allclose(normalization.options.mean, [123.675, 116.28, 103.53], rtol=1e-6)
+    np.testing.assert_allclose(normalization.options.std, [58.395, 57.12, 57.375], rtol=1e-6)
+
+
 def test_data_sets_name_their_classes(tmp_path):
     assert data.load_splits("digits").class_names == DIGITS
     for name in ("zebra", "cat", "dog"):
@@ -212,7 +234,9 @@ def test_training_program_export_writes_the_labels(trained, tmp_path):
     """The main job's last step (train.export_files) puts the data set's class names into each file."""
     model, _, held_out, logits = trained
     config = dict(output=str(tmp_path), batch_size=64, resize="bilinear", data="digits")
-    run = types.SimpleNamespace(config=config, splits=data.load_splits("digits"), model=model)
+    run = types.SimpleNamespace(
+        config=config, splits=data.load_splits("digits"), model=model, output=str(tmp_path)
+    )
     train.export_files(run, dict(formats=["tflite"], quantize=["fp32"], calibration_images=32))
     path = tmp_path / "export" / "model_fp32.tflite"
     _, top, names = classify(path, held_out)

@@ -1,7 +1,9 @@
 """Every keras_vit model reaches builtin-only TFLite, through the project's
 export (`convert_tflite`) and through Keras' own `model.export(format="litert")`:
 both GELU forms, plain and hybrid, token and gap pooling, with and without
-pre-logits. Ops are read from the flatbuffer; logits are compared with Keras.
+pre-logits, and the kinds beyond the paper (DeiT's distillation token,
+registers with timm's norm after pooling, a size chosen at call time, fixed
+for export). Ops are read from the flatbuffer; logits are compared with Keras.
 A conversion that fails is one line that names the op."""
 
 import itertools
@@ -27,6 +29,14 @@ MATRIX = [
     for gelu, hybrid, pooling, pre_logits in itertools.product(
         (True, False), (False, True), ("token", "gap"), (None, 24)
     )
+] + [
+    dict(
+        gelu_approximate=False,
+        distilled=True,
+        image_mean=(0.485, 0.456, 0.406),
+        image_std=(0.229, 0.224, 0.225),
+    ),
+    dict(gelu_approximate=False, pooling="gap", num_registers=4, final_norm="pooled"),
 ]
 
 
@@ -127,3 +137,37 @@ def test_mixed_precision_model_exports_as_float32(tmp_path):
     fp32 = run_tflite((tmp_path / "model_fp32.tflite").read_bytes(), images)
     # bfloat16 keeps 8 bits of mantissa: 0.034 apart here, logits up to 3.6.
     assert float(np.max(np.abs(bf16 - fp32))) <= 0.05 * max(1.0, float(np.max(np.abs(fp32))))
+
+
+def test_new_kinds_export_verified_to_tflite_and_onnx(tmp_path):
+    model = randomize(
+        keras_vit.ViT(**{**TINY_VIT, "gelu_approximate": False, "distilled": True, "num_registers": 2})
+    )
+    report = export.export_model(model, str(tmp_path), formats=("tflite", "onnx"))
+    assert [row["file"] for row in report["files"]] == ["model_fp32.tflite", "model.onnx"]
+    for row in report["files"]:
+        assert row["failures"] == [] and row["max_abs_diff"] <= 1e-4, row
+
+
+def test_call_time_size_model_exports_at_the_size_given(tmp_path):
+    model = randomize(keras_vit.ViT(**{**TINY_VIT, "image_size": None, "position_grid_size": (4, 4)}))
+    model.save(tmp_path / "any_size.keras")
+    command = ["-m", "keras_vit.export", str(tmp_path / "any_size.keras"), "--format", "tflite", "onnx"]
+    refused = run_python(*command, "--out", str(tmp_path / "refused"))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert (
+        "error: vit takes any image size (image_size=None)" in line and "--image-size HEIGHT [WIDTH]" in line
+    )
+    assert not os.path.exists(tmp_path / "refused" / "model_fp32.tflite")
+    result = run_python(*command, "--out", str(tmp_path / "out"), "--image-size", "40", "24")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = random_images(batch=3, size=(40, 24))
+    expected = keras.ops.convert_to_numpy(model(images))
+    assert np.ptp(expected) > 0.1
+    content = (tmp_path / "out" / "model_fp32.tflite").read_bytes()
+    assert all(tflite_ops(content).values())
+    np.testing.assert_allclose(run_tflite(content, images), expected, atol=1e-4)
+    bad = run_python(*command, "--out", str(tmp_path / "bad"), "--image-size", "36")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "image size (36, 36): image_size 36 (height) is not divisible by patch_size 8" in bad.stderr
