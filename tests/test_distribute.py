@@ -2,7 +2,8 @@
 devices and TF_CONFIG must be set before TensorFlow starts): keras_vit.ViT
 fitted by Keras under MirroredStrategy on two logical CPUs against one device;
 the training program under the mirrored strategy against one device, as two
-multi-worker processes, and rerun after kill -9."""
+multi-worker processes sharing one output (killed, rerun), and rerun after
+kill -9. The multi-worker chief rule against TensorFlow's."""
 
 import json
 import os
@@ -13,8 +14,11 @@ import sys
 import textwrap
 import time
 
-import numpy as np
+import tensorflow as tf
 from helpers import ENV, ROOT, TINY_RUN, run_python
+from tensorflow.python.distribute import multi_worker_util
+
+from keras_vit.training.strategy import is_chief
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -97,54 +101,139 @@ def _free_ports(n):
     return ports
 
 
-def test_multi_worker_two_processes_end_with_identical_weights(tmp_path):
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for i in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "keras_vit.training",
-                    "--config",  # a shipped config; with jit_compile true, as it has, XLA cannot run here
-                    "deit",
-                    "--data",
-                    "digits",
-                    *TINY_RUN,
-                    "--set",
-                    "jit_compile=true",
-                    "--epochs",
-                    "2",
-                    "--output",
-                    str(tmp_path / f"w{i}"),
-                ],
-                env=dict(ENV, TF_CONFIG=tf_config),
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-3000:]
-        assert "multi_worker strategy, 2 replica(s)" in out
-        assert "jit_compile: false, not True: multi_worker on CPU has no XLA collectives" in out
-    import h5py
+def test_chief_is_the_chief_task_else_worker_0():
+    """strategy.is_chief against TensorFlow's own rule (multi_worker_util, private)."""
+    assert is_chief(None)  # one machine
+    workers = {"worker": ["a:1", "b:1"]}
+    for cluster, chiefs in ((workers, {("worker", 0)}), ({"chief": ["c:1"], **workers}, {("chief", 0)})):
+        spec = tf.train.ClusterSpec(cluster)
+        for task_type in cluster:
+            for task_id in range(len(cluster[task_type])):
+                resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+                    spec, task_type=task_type, task_id=task_id
+                )
+                chief = is_chief(resolver)
+                assert chief == ((task_type, task_id) in chiefs)
+                assert chief == multi_worker_util.is_chief(spec, task_type, task_id)
 
-    weights = []
-    for i in range(2):
-        with h5py.File(tmp_path / f"w{i}" / "preset" / "model.weights.h5") as f:
-            arrays = []
-            f.visititems(lambda name, obj: arrays.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
-            weights.append(arrays)
-    assert len(weights[0]) > 10
-    for a, b in zip(*weights):
-        np.testing.assert_array_equal(a, b)
-    results = [json.load(open(tmp_path / f"w{i}" / "results.json")) for i in range(2)]
-    assert results[0]["steps"] == results[1]["steps"] == 8
+
+# A line "WEIGHTS <sha256>" per model: the training program's final model (the
+# command line follows), or each .keras file or preset folder given.
+CHECKSUM = textwrap.dedent("""
+    import hashlib, sys
+
+    def checksum(model):
+        digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+        print("WEIGHTS", digest, flush=True)
+""")
+CLI_WITH_CHECKSUM = CHECKSUM + textwrap.dedent("""
+    from keras_vit.training import train
+    from keras_vit.training.__main__ import main
+
+    fit = train.fit
+
+    def fit_then_checksum(run):
+        results = fit(run)
+        checksum(run.model)
+        return results
+
+    train.fit = fit_then_checksum
+    main(sys.argv[1:])
+""")
+LOAD_WITH_CHECKSUM = (
+    CHECKSUM + "import keras_vit\nfor path in sys.argv[1:]: checksum(keras_vit.load_model(path))\n"
+)
+
+
+def _start_workers(output, epochs):
+    """Two MultiWorkerMirrored worker processes on 127.0.0.1 running the training
+    program with the shipped `deit` config (jit_compile true, which XLA cannot
+    run here) into one `output`; their stdout and stderr in one pipe each."""
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    command = [
+        "-c",
+        CLI_WITH_CHECKSUM,
+        "--config",
+        "deit",
+        "--data",
+        "digits",
+        *TINY_RUN,
+        "--set",
+        "jit_compile=true",
+        "--set",
+        'export={"formats": ["tflite"], "quantize": ["fp32"], "calibration_images": 8}',
+        "--epochs",
+        str(epochs),
+        "--output",
+        str(output),
+    ]
+    return [
+        subprocess.Popen(
+            [sys.executable, *command],
+            env=dict(
+                ENV,
+                TF_CONFIG=json.dumps(
+                    {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+                ),
+            ),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+
+
+def test_multi_worker_shares_one_output_and_resumes_after_kill_9(tmp_path):
+    """Two worker processes, one --output: killed with -9 after two epochs,
+    then rerun. Both resume from the chief's backup; worker 0 (the chief)
+    alone leaves files; both end with the weights that the saved files hold."""
+    out, epochs = tmp_path / "run", 4
+    procs = _start_workers(out, epochs)
+    seen = ""
+    deadline = time.time() + 240
+    while "Epoch 3/" not in seen and time.time() < deadline and procs[0].poll() is None:
+        seen += procs[0].stdout.readline()
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=30)
+    assert "Epoch 3/" in seen, seen[-3000:]
+    assert (out / "backup").exists() and (out / "workertemp_1").exists()
+    chief_pids = {procs[0].pid}
+
+    procs = _start_workers(out, epochs)
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    chief_pids.add(procs[0].pid)
+    for p, log in zip(procs, outputs):
+        assert p.returncode == 0, log[-3000:]
+        assert "multi_worker strategy, 2 replica(s)" in log
+        assert "jit_compile: false, not True: multi_worker on CPU has no XLA collectives" in log
+    assert "Not the chief" not in outputs[0] and "Not the chief" in outputs[1]
+    resumed = [int(log.split("Resuming from epoch ")[1].split()[0]) for log in outputs]
+    assert resumed[0] == resumed[1] >= 3, resumed
+    # One set of files, written by the chief: no backup, no workertemp_1.
+    assert sorted(os.listdir(out)) == [
+        "best.weights.h5",
+        "export",
+        "logs",
+        "model.keras",
+        "preset",
+        "results.json",
+    ]
+    events = [name for _, _, names in os.walk(out / "logs") for name in names]
+    assert events and {int(name.split(".")[-3]) for name in events} <= chief_pids, events
+    assert (out / "export" / "model_fp32.tflite").is_file() and (out / "export" / "report.json").is_file()
+    results = json.load(open(out / "results.json"))
+    assert results["steps"] == epochs * 4  # as many steps as an uninterrupted run
+    assert results["resumed_from_epoch"] == resumed[0] - 1
+    assert (results["strategy"], results["replicas"], results["output"]) == ("multi_worker", 2, str(out))
+    # The workers' final weights agree, and are those of the saved files (in a fresh process).
+    checksums = [log.split("WEIGHTS ")[1].split()[0] for log in outputs]
+    loaded = run_python("-c", LOAD_WITH_CHECKSUM, str(out / "model.keras"), str(out / "preset"))
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split() == ["WEIGHTS", checksums[0], "WEIGHTS", checksums[0]]
+    assert checksums[0] == checksums[1]
 
 
 def test_kill_9_then_rerun_resumes(tmp_path):

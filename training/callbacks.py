@@ -7,6 +7,8 @@ import time
 
 import keras
 
+from keras_vit import lora
+
 
 class RunError(RuntimeError):
     """Stops a run with a one-line message for the user."""
@@ -24,16 +26,27 @@ class Backup(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore (`latest.weights.h5`, `training_metadata.json`)
     with each file written beside its place, then moved there (os.replace is
     atomic): a crash mid-write leaves the previous backup whole. A backup
-    that cannot be read stops the run with a message that names it."""
+    that cannot be read stops the run with a message that names it.
+
+    It writes into `backup_dir` and resumes from `restore_dir` (default: the
+    same). Under multi-worker every worker resumes from the chief's backup and
+    the others write theirs elsewhere: TensorFlow's rule (tf.keras 2's
+    BackupAndRestore, PreemptionCheckpointHandler); Keras 3's has no rule,
+    and its workers would write and delete one folder together."""
+
+    def __init__(self, backup_dir, restore_dir=None):
+        super().__init__(backup_dir)
+        self.restore_dir = restore_dir or backup_dir
 
     def _load_model(self):
-        path = self._weights_path
+        path = os.path.join(self.restore_dir, "latest.weights.h5")
         try:
             if os.path.exists(path):
                 if self.model.optimizer is not None and not self.model.optimizer.built:
                     self.model.optimizer.build(self.model.trainable_variables)
                 self.model.load_weights(path)
-            path = self._training_metadata_path
+                lora.restart_adapters(self.model)  # loading leaves LoRA adapters that cannot learn
+            path = os.path.join(self.restore_dir, "training_metadata.json")
             if os.path.exists(path):
                 with open(path) as f:
                     self.model._initial_epoch = int(json.load(f)["epoch"])
@@ -41,7 +54,7 @@ class Backup(keras.callbacks.BackupAndRestore):
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise BackupError(
                 f"Cannot resume from {path} ({reason}). "
-                f"Delete {self.backup_dir} to restart the run from epoch 1."
+                f"Delete {self.restore_dir} to restart the run from epoch 1."
             ) from None
 
     def _save_model(self):
@@ -96,13 +109,14 @@ class Progress(keras.callbacks.Callback):
         return self.images_per_epoch * len(seconds) / sum(seconds) if seconds else float("nan")
 
 
-def standard(output, global_batch_size, steps_per_epoch, monitor="val_accuracy"):
-    """BackupAndRestore (every epoch, under `output/backup`), the best
-    weights by `monitor` (`output/best.weights.h5`), NaN stop, progress,
-    TensorBoard logs (`output/logs`)."""
+def standard(output, global_batch_size, steps_per_epoch, restore_dir=None, monitor="val_accuracy"):
+    """BackupAndRestore (every epoch, under `output/backup`; resumes from
+    `restore_dir` if given), the best weights by `monitor`
+    (`output/best.weights.h5`), NaN stop, progress, TensorBoard logs
+    (`output/logs`)."""
     progress = Progress(global_batch_size, steps_per_epoch)
     return progress, [
-        Backup(os.path.join(output, "backup")),
+        Backup(os.path.join(output, "backup"), restore_dir),
         progress,
         StopOnNaN(),
         keras.callbacks.ModelCheckpoint(

@@ -2,9 +2,9 @@
 
 A config is a flat dict (see `configs/digits.json`, the default); `model`
 holds extra `keras_vit.ViT` arguments and `augment` the augmentation options.
-`--set key=value` overrides any key; dotted keys reach into `model` and
-`augment` (`--set augment.mixup=0.8`); values are parsed as JSON when they
-can be (`1e-3`, `true`, `[0.08, 1]`), else kept as strings.
+`--set key=value` overrides any key; dotted keys reach into `model`,
+`augment` and `distill` (`--set augment.mixup=0.8`, `--set distill.teacher=teacher.keras`);
+values are parsed as JSON when they can be (`1e-3`, `true`, `[0.08, 1]`), else kept as strings.
 
 `SCHEMA` says what each key takes; `validate` checks a whole config against
 it without TensorFlow, so that a mistake is named before anything starts.
@@ -48,6 +48,7 @@ AUGMENT = dict(
     erasing=0.0,  # probability of random erasing per image
 )
 EXPORT_KEYS = ("formats", "quantize", "calibration_images")
+DISTILL_KEYS = ("teacher",)
 
 
 def _int(v):
@@ -101,6 +102,7 @@ SCHEMA = {
     "warmup_steps": COUNT,
     "weight_decay": _or_null(*ALPHA),
     "layer_decay": _or_null("a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1),
+    "lora_rank": _or_null(*POSITIVE_INT),
     "label_smoothing": ("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     "augment": ("a dict of augment options", lambda v: isinstance(v, dict)),
     "augment.inception_crop": BOOL,
@@ -128,6 +130,11 @@ SCHEMA = {
     "export.formats": ("a list of format names", _list_of(TEXT[1])),
     "export.quantize": ("a list of quantization names", _list_of(TEXT[1])),
     "export.calibration_images": POSITIVE_INT,
+    "distill": (
+        "null or a dict of teacher (DeiT hard-label distillation)",
+        lambda v: v is None or isinstance(v, dict),
+    ),
+    "distill.teacher": ("a .keras file or a keras_vit preset folder", TEXT[1]),
 }
 
 
@@ -166,7 +173,9 @@ def set_value(config, item):
     *parents, leaf = key.split(".")
     target = config
     for parent in parents:
-        target = target.setdefault(parent, {})
+        if target.get(parent) is None:  # a group that is off (null) or not there yet
+            target[parent] = {}
+        target = target[parent]
         if not isinstance(target, dict):
             raise ValueError(f"Override {item!r}: {parent!r} is not a group of options.")
     target[leaf] = value
@@ -179,11 +188,13 @@ def validate(config):
     check_group(config["augment"], "augment")
     if config["export"] is not None:
         check_group(config["export"], "export", required=EXPORT_KEYS)
+    if config["distill"] is not None:
+        check_group(config["distill"], "distill", required=DISTILL_KEYS)
 
 
 def check_group(options, group="", required=()):
     """Checks the keys of `options`, the config (`group=""`) or one of its
-    groups (`"augment"`, `"export"`), against SCHEMA."""
+    groups (`"augment"`, `"export"`, `"distill"`), against SCHEMA."""
     prefix, kind = (group + ".", f"{group} option") if group else ("", "config key")
     known = [k[len(prefix) :] for k in SCHEMA if k.startswith(prefix) and "." not in k[len(prefix) :]]
     for key, value in options.items():

@@ -2,8 +2,8 @@
 
 `auto` picks, in order: TPUStrategy when a TPU is named (`TPU_NAME`) or
 attached (`/dev/accel*`), MultiWorkerMirroredStrategy when `TF_CONFIG` lists
-more than one worker, MirroredStrategy with several GPUs, else the default
-one-device strategy.
+more than one worker (the chief counted), MirroredStrategy with several GPUs,
+else the default one-device strategy.
 """
 
 import glob
@@ -17,7 +17,8 @@ def resolve(name="auto"):
     """Returns `(strategy, name)` for `name`, one of STRATEGIES (`config.validate`
     checks it); the name returned is the one `auto` chose."""
     tf_config = os.environ.get("TF_CONFIG")
-    workers = len(parse_tf_config(tf_config)["cluster"]["worker"]) if tf_config else 0
+    cluster = parse_tf_config(tf_config)["cluster"] if tf_config else {}
+    workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
     if name == "auto":
         if os.environ.get("TPU_NAME") or glob.glob("/dev/accel*"):
             name = "tpu"
@@ -43,6 +44,17 @@ def resolve(name="auto"):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(), name
     return tf.distribute.get_strategy(), name
+
+
+def is_chief(resolver):
+    """Whether this process writes the run's files: `resolver` is the
+    strategy's `cluster_resolver` (None on one machine). The rule of
+    MultiWorkerMirroredStrategy: the task of type "chief", else worker 0 of a
+    cluster without a chief; a process without a task type is alone."""
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
 
 
 def _reduce_nests(strategy):

@@ -4,6 +4,7 @@ evaluation, saved files. `python -m keras_vit.training` calls `prepare`
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -12,12 +13,12 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vit
-from keras_vit import export
+from keras_vit import export, lora
 from keras_vit.export.files import check_writable
 from keras_vit.export.metadata import default_info
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.presets import preset_config
-from keras_vit.training import callbacks, data, fewshot, recipes
+from keras_vit.training import callbacks, data, distill, fewshot, recipes
 from keras_vit.training import config as configs
 from keras_vit.training import strategy as strategies
 
@@ -35,6 +36,14 @@ def check(config):
             "deterministic=true turns TensorFlow's op determinism on, under which Keras runs without XLA; "
             "set jit_compile=false (or 'auto'), or deterministic=false."
         )
+    if config["distill"]:
+        distill.check_teacher_path(config["distill"]["teacher"])
+        pooling = config["model"].get("pooling", preset.get("pooling", "token"))
+        if pooling != "token":
+            raise ValueError(
+                f"distill needs the class token beside the distillation token (DeiT); the model has "
+                f"pooling={pooling!r}: add --set model.pooling=token."
+            )
     if os.environ.get("TF_CONFIG"):
         strategies.parse_tf_config(os.environ["TF_CONFIG"])
     if config["export"]:
@@ -56,7 +65,10 @@ class PreparedRun:
 
     config: dict
     start: float  # time.perf_counter() when preparing began
+    chief: bool  # whether this process writes config["output"] (strategy.is_chief)
+    output: str  # where it writes: config["output"], or a multi-worker non-chief's workertemp_<id> in it
     model: keras.Model
+    teacher: keras.Model | None  # with distill: DeiT's teacher, frozen
     strategy_name: str  # one of config.STRATEGIES but "auto"
     replicas: int
     policy: str  # the Keras dtype policy
@@ -81,6 +93,9 @@ def prepare(config):
     out = config["output"]
     os.makedirs(out, exist_ok=True)
     strategy, strategy_name = strategies.resolve(config["strategy"])
+    resolver = strategy.cluster_resolver if strategy_name == "multi_worker" else None
+    chief = strategies.is_chief(resolver)
+    output = out if chief else os.path.join(out, f"workertemp_{resolver.task_id}")
     replicas = strategy.num_replicas_in_sync
     batch = config["batch_size"]
     strategies.check_batch_size(batch, replicas)
@@ -121,8 +136,19 @@ def prepare(config):
             image_size=image_size,
             num_classes=splits.num_classes,
             dtype=policy,
-            **config["model"],
+            **{**config["model"], **({"distilled": True} if config["distill"] else {})},
         )
+        teacher = None
+        if config["distill"]:  # the teacher runs in the same scope as the student
+            teacher = distill.load_teacher(config["distill"]["teacher"], splits.num_classes)
+            print(f"DeiT hard-label distillation from {config['distill']['teacher']}", flush=True)
+        if config["lora_rank"]:  # the adapters are variables: made in the strategy's scope
+            model.enable_lora(config["lora_rank"])
+            print(
+                f"LoRA rank {config['lora_rank']}: {trainable_params(model):,} of {model.count_params():,} "
+                f"parameters trainable",
+                flush=True,
+            )
         optimizer = recipes.optimizer(
             config["recipe"],
             config["learning_rate"],
@@ -145,10 +171,15 @@ def prepare(config):
             jit_compile=jit_compile,
             steps_per_execution=config["steps_per_execution"],
         )
+        if teacher is not None:
+            distill.use_hard_distillation(model, teacher)
     return PreparedRun(
         config=config,
         start=start,
+        chief=chief,
+        output=output,
         model=model,
+        teacher=teacher,
         strategy_name=strategy_name,
         replicas=replicas,
         policy=policy,
@@ -161,10 +192,34 @@ def prepare(config):
 
 
 def fit(run):
-    """Trains a `PreparedRun`, evaluates it, saves the files; returns the results."""
+    """Trains a `PreparedRun`, evaluates it, saves the files; returns the results.
+
+    Under multi-worker every worker runs all of it (evaluation and prediction
+    are collective), and only the chief writes into `output`: the others
+    write the same files into `output/workertemp_<id>` (as TensorFlow's
+    multi-worker Keras guide does), removed at the end. Every worker resumes
+    from the chief's backup."""
+    if not run.chief:
+        shutil.rmtree(run.output, ignore_errors=True)  # left by a killed run
+        os.makedirs(run.output)
+        print(
+            f"Not the chief: writing into {run.output} (removed at the end); "
+            f"the chief writes {run.config['output']}",
+            flush=True,
+        )
+    try:
+        return _train_evaluate_save(run)
+    finally:
+        if not run.chief:
+            shutil.rmtree(run.output, ignore_errors=True)
+
+
+def _train_evaluate_save(run):
     config, model = run.config, run.model
-    out, batch, steps_per_epoch = config["output"], config["batch_size"], run.steps_per_epoch
-    progress, cbs = callbacks.standard(out, batch, steps_per_epoch)
+    out, batch, steps_per_epoch = run.output, config["batch_size"], run.steps_per_epoch
+    progress, cbs = callbacks.standard(
+        out, batch, steps_per_epoch, restore_dir=os.path.join(config["output"], "backup")
+    )
     print(
         f"{run.strategy_name} strategy, {run.replicas} replica(s), {run.policy}, global batch {batch}, "
         f"{steps_per_epoch} steps x {config['epochs']} epochs",
@@ -196,8 +251,12 @@ def fit(run):
         strategy=run.strategy_name,
         replicas=run.replicas,
         precision=run.policy,
-        output=out,
+        params=model.count_params(),
+        trainable_params=trainable_params(model),
+        output=config["output"],
     )
+    if run.teacher is not None:
+        results["distill"] = distill.evaluate(model, run.teacher, run.test)
     if config["fewshot"]:
         results["fewshot"] = fewshot.evaluate(
             model, run.splits, model.image_size, config["resize"], config["fewshot"]
@@ -216,8 +275,13 @@ def save_without_optimizer(model, path):
     `keras.models.load_model(path)` reads it without this program's
     optimizer and schedule classes."""
     copy = keras_vit.ViT.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+    copy.set_weights(lora.merged_weights(model))  # with LoRA on, its adapters merged into the kernels
     copy.save(path)
+
+
+def trainable_params(model):
+    """How many weights of `model` the optimizer updates."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
 def export_files(run, options):
@@ -244,7 +308,7 @@ def export_files(run, options):
 
     return export.export_model(
         run.model,
-        os.path.join(config["output"], "export"),
+        os.path.join(run.output, "export"),
         formats=options["formats"],
         quantize=options["quantize"],
         calibration_images=images(splits.train, options["calibration_images"]),
