@@ -1,8 +1,8 @@
 """The tests' shared helpers (test modules import from here, never from each
 other): the tiny ViT and hybrid configs, a tiny training run's command line,
 the repository's root and the environment for subprocesses, random weights and
-images, the weights under the original checkpoints' names, and the small
-digits model that the export tests train."""
+images, the weights under the original checkpoints' names, the small
+digits model that the export tests train, and a .tflite file's logits."""
 
 import os
 import subprocess
@@ -10,6 +10,7 @@ import sys
 
 import keras
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
 import keras_vit
 
@@ -176,3 +177,20 @@ def fit_digits_vit(images, labels, epochs, peak_learning_rate):
     )
     model.fit(images[:1400], labels[:1400], epochs=epochs, batch_size=32, verbose=0)
     return model
+
+
+def tflite_logits(model, images):
+    """Logits `(N, classes)` of a `.tflite` file (a path, or its bytes) in
+    LiteRT's interpreter, one image at a time (batch 1), on one thread."""
+    if isinstance(model, bytes):
+        interpreter = Interpreter(model_content=model, num_threads=1)
+    else:
+        interpreter = Interpreter(model_path=str(model), num_threads=1)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    logits = []
+    for image in images:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        logits.append(interpreter.get_tensor(out["index"])[0].copy())
+    return np.stack(logits)

@@ -370,3 +370,29 @@ def test_download_server_down(served, monkeypatch, tmp_path):
     target = tmp_path / "home" / "downloads" / "ViT-T_8.npz"
     with pytest.raises(ConnectionError, match=f"Could not download {url}.*put it at {target}"):
         keras_vit.ViT.from_preset("vit_test", weights="test")
+
+
+def test_timm_hub_sources_share_a_file_name_not_a_cache_file(served, monkeypatch, tmp_path):
+    """timm's hub files are all `model.safetensors`: each named source caches under its own name."""
+    server, _, npz = served
+    sources = {}
+    for seed, name in ((0, "fb_in1k"), (1, "other")):
+        params = random_distilled_params(seed=seed)
+        (npz.parent / name).mkdir()
+        write_timm(params, str(npz.parent / name / "model.safetensors"))
+        sources[name] = (
+            params,
+            checkpoints.Source(f"{server.url}{name}/model.safetensors", cache_name=f"{name}.safetensors"),
+        )
+    monkeypatch.setitem(
+        checkpoints.SOURCES, "deit_test", {name: source for name, (_, source) in sources.items()}
+    )
+    images = random_images()
+    for name, (params, _) in sources.items():
+        model = keras_vit.ViT.from_preset("deit_test", weights=name)
+        assert_max_diff(model(images), reference(params, images, **DEIT)["logits"])
+    assert sorted(os.listdir(tmp_path / "home" / "downloads")) == ["fb_in1k.safetensors", "other.safetensors"]
+    assert checkpoints.list_sources("deit_ti16_distilled") == ["fb_in1k"]
+    assert checkpoints.SOURCES["deit_ti16_distilled"]["fb_in1k"].filename == (
+        "deit_tiny_distilled_patch16_224.fb_in1k.safetensors"
+    )

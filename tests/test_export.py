@@ -16,7 +16,7 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
-from helpers import fit_digits_vit
+from helpers import fit_digits_vit, tflite_logits
 from tensorflow.python.framework import config as tf_config
 
 from keras_vit import export
@@ -67,18 +67,6 @@ def _train_and_export(tmp_path_factory):
 
 def rows(report):
     return {(row["format"], row["quantize"]): row for row in report["files"]}
-
-
-def tflite_logits(path, images):
-    interpreter = Interpreter(model_path=path, num_threads=1)
-    interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    logits = []
-    for image in images:
-        interpreter.set_tensor(inp["index"], image[None])
-        interpreter.invoke()
-        logits.append(interpreter.get_tensor(out["index"])[0])
-    return np.array(logits)
 
 
 def test_model_learned_digits(trained):

@@ -10,9 +10,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
-from helpers import TINY_RUN, TINY_VIT, random_images, randomize, run_python
+from helpers import TINY_RUN, TINY_VIT, random_images, randomize, run_python, tflite_logits
 
 import keras_vit
 from keras_vit import export, lora
@@ -96,18 +95,6 @@ def test_saved_files_load_as_plain_vit_with_the_same_logits(tmp_path):
         adapters = 2 * len(lora.target_layers(model))
         assert len(loaded.trainable_weights) == len(loaded.weights) == len(model.weights) - adapters
         np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-5)
-
-
-def tflite_logits(path, images):
-    interpreter = Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    logits = []
-    for image in images:
-        interpreter.set_tensor(inp["index"], image[None])
-        interpreter.invoke()
-        logits.append(interpreter.get_tensor(out["index"])[0].copy())
-    return np.stack(logits)
 
 
 def saved_model_ops(path):

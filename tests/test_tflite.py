@@ -13,8 +13,7 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.interpreter import Interpreter
-from helpers import TINY_VIT, random_images, randomize, run_python
+from helpers import TINY_VIT, random_images, randomize, run_python, tflite_logits
 from keras import ops
 
 import keras_vit
@@ -58,18 +57,6 @@ def gelu_flags(content):
     return flags
 
 
-def run_tflite(content, images):
-    interpreter = Interpreter(model_content=content)
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    logits = []
-    for image in images:
-        interpreter.set_tensor(index, image[None])
-        interpreter.invoke()
-        logits.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].copy())
-    return np.stack(logits)
-
-
 @pytest.mark.parametrize("config", MATRIX, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_builtin_only_tflite_both_paths(config, tmp_path):
     model = randomize(keras_vit.ViT(**{**TINY_VIT, **config}))  # the head too: zero logits prove nothing
@@ -82,7 +69,7 @@ def test_builtin_only_tflite_both_paths(config, tmp_path):
         found = tflite_ops(content)
         assert all(found.values()), f"non-builtin ops: {[op for op, builtin in found.items() if not builtin]}"
         assert gelu_flags(content) == [config["gelu_approximate"]] * model.num_layers
-        got = run_tflite(content, images)
+        got = tflite_logits(content, images)
         diff = float(np.max(np.abs(got - expected)))
         assert diff <= MAX_DIFF["fp32"] * max(1.0, float(np.max(np.abs(expected)))), diff
 
@@ -134,7 +121,7 @@ def test_mixed_precision_model_exports_as_float32(tmp_path):
     assert model.dtype_policy.name == "mixed_bfloat16"
     images = random_images(batch=4)
     bf16 = keras.ops.convert_to_numpy(keras.ops.cast(model(images), "float32"))
-    fp32 = run_tflite((tmp_path / "model_fp32.tflite").read_bytes(), images)
+    fp32 = tflite_logits((tmp_path / "model_fp32.tflite").read_bytes(), images)
     # bfloat16 keeps 8 bits of mantissa: 0.034 apart here, logits up to 3.6.
     assert float(np.max(np.abs(bf16 - fp32))) <= 0.05 * max(1.0, float(np.max(np.abs(fp32))))
 
@@ -167,7 +154,7 @@ def test_call_time_size_model_exports_at_the_size_given(tmp_path):
     assert np.ptp(expected) > 0.1
     content = (tmp_path / "out" / "model_fp32.tflite").read_bytes()
     assert all(tflite_ops(content).values())
-    np.testing.assert_allclose(run_tflite(content, images), expected, atol=1e-4)
+    np.testing.assert_allclose(tflite_logits(content, images), expected, atol=1e-4)
     bad = run_python(*command, "--out", str(tmp_path / "bad"), "--image-size", "36")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "image size (36, 36): image_size 36 (height) is not divisible by patch_size 8" in bad.stderr

@@ -7,6 +7,7 @@ import time
 
 import keras
 
+import keras_vit
 from keras_vit import lora
 
 
@@ -45,7 +46,8 @@ class Backup(keras.callbacks.BackupAndRestore):
                 if self.model.optimizer is not None and not self.model.optimizer.built:
                     self.model.optimizer.build(self.model.trainable_variables)
                 self.model.load_weights(path)
-                lora.restart_adapters(self.model)  # loading leaves LoRA adapters that cannot learn
+                if isinstance(self.model, keras_vit.ViT):  # loading leaves LoRA adapters that cannot learn
+                    lora.restart_adapters(self.model)
             path = os.path.join(self.restore_dir, "training_metadata.json")
             if os.path.exists(path):
                 with open(path) as f:

@@ -73,7 +73,7 @@ class PositionEmbedding(keras.layers.Layer):
                 initializer=keras.initializers.RandomNormal(stddev=0.02),
             )
         elif self.patch_size is None:  # computed for each input's grid otherwise
-            self.embeddings = ops.convert_to_numpy(self._sincos(self.grid_size, hidden_dim))
+            self.embeddings = ops.convert_to_numpy(self._sincos(self.grid_size, hidden_dim, "float64"))
 
     def call(self, tokens, patch_input=None):
         if patch_input is None:
@@ -86,13 +86,13 @@ class PositionEmbedding(keras.layers.Layer):
                     self.embeddings, self.grid_size, grid, self.num_prefix_tokens, self.resize_method
                 )
             else:
-                embeddings = self._sincos(grid, tokens.shape[-1])
+                embeddings = self._sincos(grid, tokens.shape[-1], "float32")
         return tokens + ops.cast(embeddings, tokens.dtype)
 
-    def _sincos(self, grid, hidden_dim):
-        """`(1, T, D)`: zeros for the prefix tokens, then `sincos_2d_embeddings(grid)`."""
+    def _sincos(self, grid, hidden_dim, dtype):
+        """`(1, T, D)` float32: zeros for the prefix tokens, then `sincos_2d_embeddings(grid)`."""
         prefix = ops.zeros((self.num_prefix_tokens, hidden_dim))
-        return ops.concatenate([prefix, sincos_2d_embeddings(grid, hidden_dim)])[None]
+        return ops.concatenate([prefix, sincos_2d_embeddings(grid, hidden_dim, dtype=dtype)])[None]
 
     def get_config(self):
         config = super().get_config()
@@ -106,9 +106,10 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
-def sincos_2d_embeddings(grid_size, hidden_dim, temperature=10_000.0):
-    """big_vision's `posemb_sincos_2d`: `(grid_h * grid_w, D)` float32
-    (the grid sides may be tensors).
+def sincos_2d_embeddings(grid_size, hidden_dim, temperature=10_000.0, dtype="float64"):
+    """big_vision's `posemb_sincos_2d`: `(grid_h * grid_w, D)` float32,
+    computed in `dtype` (the grid sides may be tensors; float32 then, for
+    accelerators without float64).
 
     The four quarters of D hold sin(x), cos(x), sin(y), cos(y) at geometrically
     spaced frequencies; x is the column and y the row of the patch.
@@ -117,11 +118,11 @@ def sincos_2d_embeddings(grid_size, hidden_dim, temperature=10_000.0):
         raise ValueError(f"sincos2d position embeddings need hidden_dim divisible by 4, got {hidden_dim}.")
     quarter = hidden_dim // 4
     omega = 1.0 / temperature ** (np.arange(quarter) / max(quarter - 1, 1))
-    omega = ops.convert_to_tensor(omega.astype(np.float32))
-    rows = ops.repeat(ops.arange(grid_size[0], dtype="float32"), grid_size[1])
-    cols = ops.tile(ops.arange(grid_size[1], dtype="float32"), [grid_size[0]])
+    omega = ops.convert_to_tensor(omega.astype(dtype))
+    rows = ops.repeat(ops.arange(grid_size[0], dtype=dtype), grid_size[1])
+    cols = ops.tile(ops.arange(grid_size[1], dtype=dtype), [grid_size[0]])
     x, y = cols[:, None] * omega, rows[:, None] * omega
-    return ops.concatenate([ops.sin(x), ops.cos(x), ops.sin(y), ops.cos(y)], axis=1)
+    return ops.cast(ops.concatenate([ops.sin(x), ops.cos(x), ops.sin(y), ops.cos(y)], axis=1), "float32")
 
 
 def resize_position_embeddings(embeddings, source_grid, target_grid, num_prefix_tokens=1, method="bilinear"):
