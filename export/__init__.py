@@ -65,9 +65,7 @@ def float32_copy(model):
     has (the same file size and ops)."""
     if model.dtype_policy.compute_dtype == "float32" and not lora.is_enabled(model):
         return model
-    copy = keras_vit.ViT.from_config({**model.get_config(), "dtype": "float32"})
-    copy.set_weights([keras.ops.convert_to_numpy(w).astype("float32") for w in lora.merged_weights(model)])
-    return copy
+    return lora.merged_copy(model, dtype="float32")
 
 
 def fixed_size_copy(model, image_size):

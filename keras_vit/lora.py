@@ -77,6 +77,16 @@ def merged_weights(model):
     return [merged.get(id(w), w) for w in model.weights if id(w) not in adapters]
 
 
+def merged_copy(model, **config):
+    """A model of `model`'s class built from its config, `config` overriding
+    (e.g. `dtype="float32"`), holding `model`'s weights with every adapter
+    merged into its kernel, each cast to its new variable's dtype. Without
+    adapters, a plain copy."""
+    copy = type(model).from_config({**model.get_config(), **config})
+    copy.set_weights([ops.cast(w, v.dtype) for w, v in zip(merged_weights(model), copy.weights)])
+    return copy
+
+
 def restart_adapters(model):
     """After `model.load_weights` into a LoRA model: Keras loads the merged
     kernels and zeroes `lora_kernel_a` (and `b` is zero from the file), which

@@ -18,7 +18,7 @@ from keras_vit.layers import (
     TransformerBlock,
 )
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
-from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
+from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride, token_grid
 
 POOLINGS = ("token", "gap")
 FINAL_NORMS = ("tokens", "pooled")
@@ -179,8 +179,7 @@ class ViT(keras.Model):
         if position_embedding != "none":
             layers.append(
                 PositionEmbedding(
-                    position_grid_size
-                    or grid_size(feature_size(image_size or (None, None), resnet_layers), patch_size),
+                    position_grid_size or token_grid(image_size or (None, None), patch_size, resnet_layers),
                     num_prefix_tokens=num_embedded_prefix,
                     kind=position_embedding,
                     patch_size=patch_size if image_size is None else None,
@@ -332,7 +331,7 @@ class ViT(keras.Model):
     def grid_size(self):
         """`(grid_h, grid_w)`: the patch tokens' grid (for a hybrid, its
         ResNet feature map cut into patches); `(None, None)` with `image_size=None`."""
-        return grid_size(feature_size(self.image_size or (None, None), self.resnet_layers), self.patch_size)
+        return token_grid(self.image_size or (None, None), self.patch_size, self.resnet_layers)
 
     @property
     def token_stride(self):
@@ -579,10 +578,12 @@ def _call_time_size(arguments, stored, resize_method):
         return arguments
     if stored.get("image_size", 224) is None:  # a call-time model's own config
         return arguments
-    features = feature_size(image_size_pair(stored.get("image_size", 224)), arguments.get("resnet_layers"))
+    stored_size = image_size_pair(stored.get("image_size", 224))
     return {
         **arguments,
-        "position_grid_size": grid_size(features, arguments.get("patch_size", 16)),
+        "position_grid_size": token_grid(
+            stored_size, arguments.get("patch_size", 16), arguments.get("resnet_layers")
+        ),
         "position_resize_method": resize_method,
     }
 

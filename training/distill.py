@@ -29,7 +29,6 @@ def load_teacher(path, num_classes):
     keras_vit preset folder; frozen. It takes the student's input images and
     returns `(B, num_classes)` scores (logits or probabilities: only their
     argmax is used). Call in the strategy's scope."""
-    check_teacher_path(path)
     try:
         teacher = (
             keras_vit.load_model(path)

@@ -274,9 +274,7 @@ def save_without_optimizer(model, path):
     """Saves `model` as an uncompiled `.keras` file, so that a plain
     `keras.models.load_model(path)` reads it without this program's
     optimizer and schedule classes."""
-    copy = keras_vit.ViT.from_config(model.get_config())
-    copy.set_weights(lora.merged_weights(model))  # with LoRA on, its adapters merged into the kernels
-    copy.save(path)
+    lora.merged_copy(model).save(path)  # with LoRA on, its adapters merged into the kernels
 
 
 def trainable_params(model):

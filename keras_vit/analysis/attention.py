@@ -3,8 +3,7 @@
 import numpy as np
 from keras import ops
 
-from keras_vit.layers.patch_embedding import grid_size
-from keras_vit.layers.resnet import feature_size
+from keras_vit.layers.resnet import token_grid
 
 
 def attention_maps(model, images):
@@ -57,15 +56,12 @@ def attention_rollout(model, images):
         rows = joint[:, prefix:]
     weights = rows.mean(axis=1)[:, prefix:]
     weights = weights / weights.sum(axis=-1, keepdims=True)
-    return weights.reshape(-1, *patch_grid(model, images)).astype("float32")
+    return weights.reshape(-1, *_grid(model, images)).astype("float32")
 
 
-def patch_grid(model, images):
-    """`(grid_h, grid_w)` of `model`'s patch tokens for `images` `(B, H, W, 3)`:
-    the model's, or for a model with `image_size=None` the images'."""
-    if model.image_size is not None:
-        return model.grid_size
-    return grid_size(feature_size(np.shape(images)[1:3], model.resnet_layers), model.patch_size)
+def _grid(model, images):
+    """`model`'s patch-token grid for `images` `(B, H, W, 3)` (any size the model takes)."""
+    return token_grid(np.shape(images)[1:3], model.patch_size, model.resnet_layers)
 
 
 def upsample(maps, image_size):
@@ -111,5 +107,5 @@ def mean_attention_distance(model, images):
     The paper's Figure 7 (right): how far, on average, each head looks.
     """
     return attention_distance(
-        attention_maps(model, images), patch_grid(model, images), model.token_stride, model.num_prefix_tokens
+        attention_maps(model, images), _grid(model, images), model.token_stride, model.num_prefix_tokens
     )

@@ -4,8 +4,8 @@ import numpy as np
 
 from keras_vit.checkpoints.original import POSITION
 from keras_vit.layers import resize_position_embeddings
-from keras_vit.layers.patch_embedding import grid_size, image_size_pair
-from keras_vit.layers.resnet import feature_size
+from keras_vit.layers.patch_embedding import image_size_pair
+from keras_vit.layers.resnet import token_grid
 from keras_vit.presets import PRESETS
 
 ARCHITECTURE = (
@@ -140,8 +140,9 @@ def _resize(embeddings, model, method, config):
     if config.get("position_grid_size"):
         source = tuple(config["position_grid_size"])
     elif config.get("image_size") and config.get("patch_size"):
-        features = feature_size(image_size_pair(config["image_size"]), config.get("resnet_layers"))
-        source = grid_size(features, config["patch_size"])
+        source = token_grid(
+            image_size_pair(config["image_size"]), config["patch_size"], config.get("resnet_layers")
+        )
     else:
         side = int(round((embeddings.shape[1] - prefix) ** 0.5))
         source = (side, side)

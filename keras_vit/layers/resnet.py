@@ -10,6 +10,8 @@ names (`conv_root`, `gn_root`, `block{i}/unit{j}/conv{1,2,3}`, `gn{1,2,3}`,
 import keras
 from keras import ops
 
+from keras_vit.layers.patch_embedding import grid_size
+
 GROUPS = 32
 GROUP_NORM_EPSILON = 1e-6  # Flax's GroupNorm default, as the original.
 
@@ -217,6 +219,13 @@ def feature_size(image_size, num_layers):
     image itself); SAME padding rounds up."""
     stride = stem_stride(num_layers)
     return tuple(_ceil_div(size, stride) for size in image_size)
+
+
+def token_grid(image_size, patch_size, num_layers):
+    """`(grid_h, grid_w)` of the patch tokens of `(height, width)` images: the
+    stem's feature map (the image itself without a stem) cut into
+    `patch_size` patches; a None side stays None."""
+    return grid_size(feature_size(image_size, num_layers), patch_size)
 
 
 def _ceil_div(size, stride):
