@@ -1,8 +1,10 @@
-"""keras_vit: the Vision Transformer (Dosovitskiy et al., 2021) for Keras 3."""
+"""keras_vit: the Vision Transformer (Dosovitskiy et al., 2021) for Keras 3,
+on the TensorFlow, JAX and PyTorch backends."""
 
-from keras_vit.startup import import_tensorflow
+from keras_vit import startup
 
-import_tensorflow()  # first: TensorFlow's start-up lines at TF_CPP_MIN_LOG_LEVEL
+if startup.program():  # `python -m keras_vit.<program>`: its quiet start-up, before Keras loads
+    startup.quiet_start(startup.program())
 
 from keras_vit import layers
 from keras_vit.model import ViT

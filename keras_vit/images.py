@@ -1,10 +1,12 @@
-"""Image files: the one list of extensions the project reads, and the one reader
-of them (used by the analysis, the training program and export)."""
+"""Image files: the one list of extensions the project reads, and the library's
+reader of them (Pillow, on every backend; the training program decodes inside
+tf.data with TensorFlow's decoder instead)."""
 
 import os
 
+import keras
 import numpy as np
-import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -19,32 +21,33 @@ def image_files(folder):
     )
 
 
-def decode_image(file):
-    """`(H, W, 3)` uint8 pixels of one image file (a GIF's first frame); works
-    on a string tensor inside `tf.data` too."""
-    return tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
-
-
 def read_image(file):
-    """`decode_image`, eagerly: a file that does not decode is a ValueError that names it."""
+    """`(H, W, 3)` uint8 pixels of one image file (a GIF's first frame); a file
+    that does not decode is a ValueError that names it."""
     try:
-        return decode_image(file)
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
-        raise ValueError(
-            f"Cannot read image {file!r}: {error.message.splitlines()[0]}. Remove or replace it."
-        ) from None
+        with Image.open(file) as image:
+            image.seek(0)
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"Cannot read image {file!r}: {reason}. Remove or replace it.") from None
+
+
+def resize_image(pixels, image_size):
+    """`(H, W, 3)` pixels → `(height, width, 3)` float32, bilinear without
+    antialiasing (`tf.image.resize`'s default, on every backend)."""
+    resized = keras.ops.image.resize(np.asarray(pixels, "float32")[None], image_size, "bilinear")
+    return keras.ops.convert_to_numpy(resized)[0]
 
 
 def load_image_folder(folder, image_size, limit=None):
     """`(N, H, W, 3)` float32 pixels in [0, 255]: the first `limit` image files
-    under `folder` (sorted by path), each resized bilinearly to `image_size`
-    `(height, width)`. A ValueError names a missing or empty folder, or a file
-    that does not decode."""
+    under `folder` (sorted by path), each resized by `resize_image` to
+    `image_size` `(height, width)`. A ValueError names a missing or empty
+    folder, or a file that does not decode."""
     if not os.path.isdir(folder):
         raise ValueError(f"{folder!r} is not a folder of images.")
     files = image_files(folder)[:limit]
     if not files:
         raise ValueError(f"{folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)} files).")
-    return np.stack([tf.image.resize(read_image(file), image_size).numpy() for file in files]).astype(
-        "float32"
-    )
+    return np.stack([resize_image(read_image(file), image_size) for file in files])

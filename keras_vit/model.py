@@ -357,7 +357,16 @@ class ViT(keras.Model):
     def __call__(self, images, *args, **kwargs):
         if not hasattr(images, "shape"):  # a nested list of pixels, as Keras layers accept
             images = ops.convert_to_tensor(images, dtype="float32")
-        shape = tuple(images.shape)
+        self._check_images_shape(tuple(images.shape))
+        return super().__call__(images, *args, **kwargs)
+
+    def call(self, images, training=None, mask=None, **kwargs):
+        # JAX's fit and predict reach `call` without `__call__`: the same check.
+        self._check_images_shape(tuple(images.shape))
+        return super().call(images, training=training, mask=mask, **kwargs)
+
+    def _check_images_shape(self, shape):
+        """A ValueError that names `shape` unless it is a batch of images this model takes."""
         if self.image_size is None:
             stride = self.token_stride
             if (
@@ -369,7 +378,7 @@ class ViT(keras.Model):
                     f"{self.name} (image_size=None) expects images of shape (batch, height, width, 3) "
                     f"with height and width multiples of {stride}, got {shape}."
                 )
-            return super().__call__(images, *args, **kwargs)
+            return
         expected = (*self.image_size, 3)
         if len(shape) != 4 or any(got is not None and got != want for got, want in zip(shape[1:], expected)):
             raise ValueError(
@@ -377,7 +386,6 @@ class ViT(keras.Model):
                 f"got {shape}. Resize the images, or build the model with "
                 f"image_size=(height, width) to match them."
             )
-        return super().__call__(images, *args, **kwargs)
 
     def forward_features(self, images):
         """`(B, T, D)`: the encoder's output tokens (timm's `forward_features`),

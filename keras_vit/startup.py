@@ -1,6 +1,12 @@
-"""TensorFlow's start-up, at the log level asked for. `keras_vit` imports
-TensorFlow through it, first, so that its programs (`python -m
-keras_vit.training`, `python -m keras_vit.export`) print one-line errors."""
+"""The start-up of keras_vit's programs (`python -m keras_vit.training`,
+`.training.fewshot`, `.export`, `.analysis`, `.convert` and the `keras-vit-*`
+scripts): Keras, and TensorFlow on its backend, imported at the log level
+asked for, so that the programs print one-line errors and nothing else.
+
+`python -m keras_vit.<program>` imports `keras_vit` (and so Keras) before the
+program's own code runs: `keras_vit/__init__.py` calls `quiet_start` first,
+in such a process only. Imported by anything else, keras_vit leaves the
+environment, file descriptor 2 and the choice of backend alone."""
 
 import contextlib
 import os
@@ -28,21 +34,52 @@ def captured_stderr():
             lines += log.read().decode(errors="replace").splitlines(keepends=True)
 
 
-def import_tensorflow():
-    """Imports TensorFlow and finds its devices, with TF_CPP_MIN_LOG_LEVEL
-    (default 2: errors only) applied to what it writes meanwhile: TF 2.21
-    writes its import lines (oneDNN, CUDA drivers) before that level takes
-    effect."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the layers are written for it
+PROGRAMS = ("keras_vit.training", "keras_vit.export", "keras_vit.analysis", "keras_vit.convert")
+TENSORFLOW_PROGRAMS = ("keras_vit.training", "keras_vit.export")  # built on tf.data and TF's converters
+SCRIPTS = {  # the console scripts of pyproject.toml and their programs
+    "keras-vit-train": "keras_vit.training",
+    "keras-vit-fewshot": "keras_vit.training",
+    "keras-vit-export": "keras_vit.export",
+    "keras-vit-analysis": "keras_vit.analysis",
+    "keras-vit-convert": "keras_vit.convert",
+}
+
+
+def program():
+    """The keras_vit program this process runs (one of PROGRAMS), or None:
+    read from `python -m NAME` or a console script's name."""
+    argv = sys.orig_argv
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+    module = SCRIPTS.get(os.path.basename(sys.argv[0]) if sys.argv else "", module)
+    return next((name for name in PROGRAMS if module == name or module.startswith(name + ".")), None)
+
+
+def quiet_start(name):
+    """Imports Keras (and TensorFlow, on its backend, with its devices) for
+    program `name`, with TF_CPP_MIN_LOG_LEVEL (default 2: errors only)
+    applied to what is written meanwhile: TF 2.21 writes its import lines
+    (oneDNN, CUDA drivers) before that level takes effect. The training and
+    export programs run on TensorFlow: Keras' backend defaults to it there."""
+    if name in TENSORFLOW_PROGRAMS:
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         with captured_stderr() as lines:
-            import tensorflow as tf
+            import keras
 
-            tf.config.list_physical_devices()
+            backend = keras.config.backend()
+            if backend == "tensorflow":
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()
     finally:
         sys.stderr.writelines(shown(lines, int(level) if level.isdigit() else 0))
         sys.stderr.flush()
+    if name in TENSORFLOW_PROGRAMS and backend != "tensorflow":
+        sys.exit(
+            f"error: python -m {name} runs on TensorFlow, and KERAS_BACKEND is {backend!r}; "
+            f"unset it or set KERAS_BACKEND=tensorflow (the library itself runs on {backend})."
+        )
 
 
 def shown(lines, level):

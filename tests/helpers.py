@@ -10,7 +10,6 @@ import sys
 
 import keras
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
 import keras_vit
 
@@ -19,12 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def run_python(*args, env=ENV, timeout=300):
+def run_python(*args, env=ENV, timeout=300, python=sys.executable):
     """`python *args` (e.g. `"-m", "keras_vit.export", ...`) in a fresh process in the
-    repository's root; the finished process, its output captured as text."""
-    return subprocess.run(
-        [sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+    repository's root; the finished process, its output captured as text. `python`:
+    another interpreter (another backend's environment)."""
+    return subprocess.run([python, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 # keras_vit.ViT keyword arguments for a ViT small enough for unit tests:
@@ -182,6 +180,8 @@ def fit_digits_vit(images, labels, epochs, peak_learning_rate):
 def tflite_logits(model, images):
     """Logits `(N, classes)` of a `.tflite` file (a path, or its bytes) in
     LiteRT's interpreter, one image at a time (batch 1), on one thread."""
+    from ai_edge_litert.interpreter import Interpreter
+
     if isinstance(model, bytes):
         interpreter = Interpreter(model_content=model, num_threads=1)
     else:

@@ -11,7 +11,7 @@ from checkpoint_writers import random_params, random_resnet_params, write_origin
 from helpers import HYBRID, original_params, original_resnet_params, random_images, randomize
 
 import keras_vit
-from keras_vit import checkpoints, export, presets
+from keras_vit import checkpoints, presets
 
 TOL = dict(atol=2e-5, rtol=2e-5)
 STEM_ONLY = dict(HYBRID, resnet_layers=(), patch_size=2)
@@ -144,6 +144,7 @@ def test_keras_file_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded(images), model(images))
 
 
+@pytest.mark.trains
 def test_training_step_changes_the_stem():
     model = keras_vit.ViT(**HYBRID)
     model.compile(
@@ -170,12 +171,15 @@ def test_invalid_hybrid_config(overrides, message):
         keras_vit.ViT(**{**HYBRID, **overrides})
 
 
+@pytest.mark.tensorflow
 def test_export_to_tflite_builtins_and_onnx(tmp_path):
     """Through the project's export (each file verified in its own runtime):
     the stem's convolution, pool and GroupNorm as TFLite builtins, and ONNX."""
     model = randomize(keras_vit.ViT(**EXPORT))  # the head too: the logits depend on the image
     images = random_images(batch=4, size=model.image_size)
     assert np.ptp(np.asarray(model(images))) > 0.1
+
+    from keras_vit import export
 
     report = export.export_model(
         model, str(tmp_path), formats=("tflite", "onnx"), quantize=("fp32",), verify_images=images

@@ -181,7 +181,7 @@ def test_drop_path_rates_increase_linearly(tiny_config):
 def test_mixed_precision_keeps_logits_float32(tiny_config):
     model = build(tiny_config, dtype="mixed_bfloat16")
     assert model.get_layer("encoderblock_0").compute_dtype == "bfloat16"
-    assert model(random_images()).dtype == "float32"
+    assert keras.backend.standardize_dtype(model(random_images()).dtype) == "float32"
 
 
 @pytest.mark.parametrize(
@@ -250,6 +250,7 @@ def test_runs_under_xla(tiny_config):
     np.testing.assert_allclose(model.predict(images, verbose=0), model(images), atol=1e-5)
 
 
+@pytest.mark.trains
 def test_trains(tiny_config):
     model = build(tiny_config, dropout_rate=0.1, attention_dropout_rate=0.1, drop_path_rate=0.1)
     model.compile(
@@ -261,12 +262,13 @@ def test_trains(tiny_config):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.trains
 def test_model_with_patch_dropout_is_unchanged_at_inference_and_trains(tiny_config):
     plain = randomize(keras_vit.ViT(**tiny_config))
     model = keras_vit.ViT(**tiny_config, patch_dropout_rate=0.5)
     model.set_weights(plain.get_weights())  # the layer has no weights
     images = random_images()
-    np.testing.assert_allclose(model(images), plain(images), atol=1e-6)
+    np.testing.assert_allclose(*map(keras.ops.convert_to_numpy, (model(images), plain(images))), atol=1e-6)
     assert model.forward_features(images).shape == (2, 17, 32)
     features = model.feature_extractor(["tokens"])
     assert features(images, training=True)["tokens"].shape == (2, 1 + 8, 32)

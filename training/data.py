@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_vit.images import IMAGE_EXTENSIONS, decode_image, image_files, read_image
+from keras_vit.images import IMAGE_EXTENSIONS, image_files
 from keras_vit.training import augment
 
 Splits = collections.namedtuple("Splits", "train validation test num_classes class_names")
@@ -103,7 +103,7 @@ def folder(path, seed=0):
         files += images
         labels += [label] * len(images)
     for f in files:
-        read_image(f)
+        check_decodes(f)
     order = np.random.default_rng(seed).permutation(len(files))
     files, labels = np.array(files)[order], np.array(labels, "int32")[order]
     n_val = n_test = max(1, len(files) // 10)
@@ -116,6 +116,22 @@ def folder(path, seed=0):
         return tf.data.Dataset.from_tensor_slices((files[a:b], labels[a:b])).map(decode)
 
     return Splits(*(make(a, b) for a, b in cuts), len(classes), classes)
+
+
+def decode_image(file):
+    """`(H, W, 3)` uint8 pixels of one image file (a GIF's first frame), in
+    tf.data: TensorFlow's decoder (the library's `keras_vit.images` uses Pillow)."""
+    return tf.io.decode_image(tf.io.read_file(file), channels=3, expand_animations=False)
+
+
+def check_decodes(file):
+    """Decodes one image file eagerly, as the pipeline will: a ValueError names a file that fails."""
+    try:
+        decode_image(file)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        raise ValueError(
+            f"Cannot read image {file!r}: {error.message.splitlines()[0]}. Remove or replace it."
+        ) from None
 
 
 def pipeline(

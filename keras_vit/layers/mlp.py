@@ -18,6 +18,7 @@ def gelu(x, approximate=True):
     (approximate=false); `x (0.5 + 0.5 erf(x/√2))` leaves a `tf.Erf` that
     TFLite has no builtin for.
     """
+    x = ops.convert_to_tensor(x)
     if approximate:
         return ops.gelu(x, approximate=True)
     return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))

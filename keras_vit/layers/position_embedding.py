@@ -89,6 +89,10 @@ class PositionEmbedding(keras.layers.Layer):
                 embeddings = self._sincos(grid, tokens.shape[-1], "float32")
         return tokens + ops.cast(embeddings, tokens.dtype)
 
+    def compute_output_shape(self, tokens_shape, patch_input_shape=None):
+        """The tokens' shape: JAX and torch trace a grid read at run time with stand-in sizes."""
+        return tokens_shape
+
     def _sincos(self, grid, hidden_dim, dtype):
         """`(1, T, D)` float32: zeros for the prefix tokens, then `sincos_2d_embeddings(grid)`."""
         prefix = ops.zeros((self.num_prefix_tokens, hidden_dim))
