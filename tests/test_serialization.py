@@ -128,8 +128,10 @@ def test_preset_of_a_compiled_model_loads_in_a_fresh_process(tiny_config, tmp_pa
         "folder = sys.argv[1]\n"
         "model = keras_vit.ViT.from_preset(folder + '/preset')\n"
         "got = model.predict(np.load(folder + '/images.npy'), verbose=0)\n"
-        "np.testing.assert_allclose(got, np.load(folder + '/expected.npy'), atol=1e-6)\n"
+        "np.testing.assert_allclose(got, np.load(folder + '/expected.npy'), atol=1e-5)\n"
     )
+    # Logits reach |3|; predict (a traced function) against an eager call rounds apart by up to 1.3e-6 on an
+    # Intel Xeon with oneDNN off (within 1e-6 in the other runs): the bound 1e-5 leaves a margin of 7x.
     run = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)],
         capture_output=True,
