@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import interleaved_medians  # noqa: E402
 
-from keras_vit.export.files import write_bytes  # noqa: E402
 from keras_vit.export.onnx_model import OPSET  # noqa: E402
 from keras_vit.export.verify import OnnxRunner, TFLiteRunner  # noqa: E402
+from keras_vit.files import write_bytes  # noqa: E402
 
 TOKENS = 197
 MATMULS = 8

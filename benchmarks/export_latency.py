@@ -22,12 +22,12 @@ import tensorflow as tf  # noqa: E402
 from common import interleaved_medians, random_images  # noqa: E402
 
 import keras_vit  # noqa: E402
-from keras_vit.export.files import write_bytes  # noqa: E402
 from keras_vit.export.onnx_model import convert_onnx  # noqa: E402
 from keras_vit.export.options import QUANTIZATIONS  # noqa: E402
 from keras_vit.export.saved_model import write_saved_model  # noqa: E402
 from keras_vit.export.tflite import convert_tflite  # noqa: E402
 from keras_vit.export.verify import OnnxRunner, SavedModelRunner, TFLiteRunner, keras_runner, path_size  # noqa: E402
+from keras_vit.files import write_bytes  # noqa: E402
 
 
 def cpu_name():

@@ -20,13 +20,13 @@ import keras_vit
 from keras_vit import lora
 from keras_vit.export.data import check_pixels
 from keras_vit.export.errors import ExportError, VerificationError
-from keras_vit.export.files import check_writable, write_bytes
 from keras_vit.export.metadata import LABELS, check_info, label_file, with_metadata
 from keras_vit.export.onnx_model import convert_onnx
 from keras_vit.export.options import FORMATS, QUANTIZATIONS, check_calibration, check_formats
 from keras_vit.export.saved_model import write_saved_model
 from keras_vit.export.tflite import convert_tflite
 from keras_vit.export.verify import format_table, keras_runner, verify, write_report
+from keras_vit.files import check_writable, write_bytes
 from keras_vit.layers import resize_position_embeddings
 
 REPORT = "report.json"

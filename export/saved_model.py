@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_vit.export.files import write_directory
+from keras_vit.files import write_directory
 
 
 def serving_function(model):

@@ -11,8 +11,8 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_vit.export.errors import ExportError
-from keras_vit.export.files import write_bytes
 from keras_vit.export.tflite import tflite_ops
+from keras_vit.files import write_bytes
 
 # Max |Δ logits| allowed, as a fraction of the logits' scale max(1, max |logits|);
 # quantized int8 files are held to top-1 agreement with Keras instead.

@@ -21,9 +21,9 @@ from tensorflow.python.framework import config as tf_config
 
 from keras_vit import export
 from keras_vit.export.__main__ import main
-from keras_vit.export.files import write_bytes, write_directory
 from keras_vit.export.tflite import convert_tflite, tflite_ops
 from keras_vit.export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
+from keras_vit.files import write_bytes, write_directory
 
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
 verify_module = importlib.import_module("keras_vit.export.verify")  # `export.verify` is also a function

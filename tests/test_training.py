@@ -1,6 +1,7 @@
 """The training program in one process: learning-rate schedules and recipes,
 few-shot evaluation, data sets and the input pipeline, augmentation, config
-and CLI errors, a NaN loss, the export at a run's end, mixed bfloat16, and the
+and CLI errors, a NaN loss, the export at a run's end (and none of the export
+stack imported by a run without it), mixed bfloat16, and the
 same seed giving the same model. Strategies and resuming after kill -9 are in
 test_distribute.py."""
 
@@ -212,6 +213,29 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: TF_CONFIG")
     assert "Traceback" not in result.stderr
+
+
+# A training run without export, then the names of the export stack's modules it imported; then the same
+# check after importing export, which shows the check sees them.
+EXPORT_STACK_SCRIPT = """
+import sys
+from keras_vit.training.__main__ import main
+
+main(sys.argv[2:] + ["--output", sys.argv[1]])
+STACK = ("keras_vit.export", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert", "mediapipe")
+loaded = lambda: sorted(m for m in sys.modules if any(m == s or m.startswith(s + ".") for s in STACK))
+print("after training:", loaded())
+import keras_vit.export
+print("after import:", len(loaded()))
+"""
+
+
+def test_training_without_export_imports_no_export_stack(tmp_path):
+    done = run_python("-c", EXPORT_STACK_SCRIPT, str(tmp_path), *TINY_RUN, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "after training: []" in done.stdout, done.stdout
+    imported = int(done.stdout.split("after import:")[1])
+    assert imported >= 3, done.stdout  # keras_vit.export, tf2onnx, onnx, LiteRT, ... once export is imported
 
 
 def test_run_exports_and_verifies(tmp_path):

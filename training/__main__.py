@@ -72,16 +72,20 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if config["verbose"] == "auto":  # a progress bar on a terminal, else one line per epoch
         config["verbose"] = 1 if sys.stdout.isatty() else 2
-    from keras_vit import export
     from keras_vit.training import callbacks, train
 
+    errors = (callbacks.RunError,)
+    if config["export"]:  # only a run that exports imports the export stack
+        from keras_vit import export
+
+        errors += (export.ExportError, export.VerificationError)
     try:
         prepared = train.prepare(config)
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:
         train.fit(prepared)
-    except (callbacks.RunError, export.ExportError, export.VerificationError) as e:
+    except errors as e:
         sys.exit(f"error: {e}")
 
 

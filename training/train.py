@@ -13,9 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vit
-from keras_vit import export, lora
-from keras_vit.export.files import check_writable
-from keras_vit.export.metadata import default_info
+from keras_vit import lora
+from keras_vit.files import check_writable
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.presets import preset_config
 from keras_vit.training import callbacks, data, distill, fewshot, recipes
@@ -46,7 +45,9 @@ def check(config):
             )
     if os.environ.get("TF_CONFIG"):
         strategies.parse_tf_config(os.environ["TF_CONFIG"])
-    if config["export"]:
+    if config["export"]:  # the export stack (tf2onnx, LiteRT, ...) is imported only by a run that exports
+        from keras_vit import export
+
         try:
             export.check_formats(config["export"]["formats"], config["export"]["quantize"])
         except export.ExportError as error:
@@ -288,6 +289,9 @@ def export_files(run, options):
     split; int8 is calibrated on up to `options["calibration_images"]`
     training images. The data set's class names go into `labels.txt` and
     each `.tflite` file's metadata. Returns the export report's rows."""
+    from keras_vit import export
+    from keras_vit.export.metadata import default_info
+
     config, splits = run.config, run.splits
     data_name = os.path.basename(os.path.normpath(config["data"]))  # digits, a TFDS name or a folder
     description = f"{default_info(run.model)['description']} Trained on {data_name}."

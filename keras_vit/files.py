@@ -1,4 +1,5 @@
-"""Writes that never leave a half-written file under the final name."""
+"""Writes that never leave a half-written file under the final name, and a check
+that a folder takes files: shared by the training and export programs."""
 
 import os
 import shutil
