@@ -17,6 +17,7 @@ from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
 
 import keras_vit
 from keras_vit.export.errors import ExportError
+from keras_vit.images import pixel_mean_std
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS = "labels.txt"
@@ -130,13 +131,9 @@ def _append_softmax(tflite):
 
 def input_normalization(model):
     """`(mean, std)` lists in [0, 255] pixel units that take pixels to the
-    model's input: `[0.0]`, `[1.0]` when it normalises inside
-    (`include_rescaling`), else its `image_mean` and `image_std` times 255;
-    one value where the three channels agree."""
-    if model.include_rescaling:
-        return [0.0], [1.0]
-    mean = [255.0 * m for m in model.image_mean]
-    std = [255.0 * s for s in model.image_std]
+    model's input (`keras_vit.images.pixel_mean_std`), one value where the
+    three channels agree."""
+    mean, std = map(list, pixel_mean_std(model))
     if len(set(mean)) == 1 and len(set(std)) == 1:
         return mean[:1], std[:1]
     return mean, std

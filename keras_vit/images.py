@@ -1,6 +1,7 @@
 """Image files: the one list of extensions the project reads, and the library's
 reader of them (Pillow, on every backend; the training program decodes inside
-tf.data with TensorFlow's decoder instead)."""
+tf.data with TensorFlow's decoder instead); and the one rule that takes [0, 255]
+pixels to a model's input, and back for display."""
 
 import os
 
@@ -51,3 +52,26 @@ def load_image_folder(folder, image_size, limit=None):
     if not files:
         raise ValueError(f"{folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)} files).")
     return np.stack([resize_image(read_image(file), image_size) for file in files])
+
+
+def pixel_mean_std(model):
+    """`(mean, std)`, 3 floats each in [0, 255] pixel units: `(pixels - mean) / std`
+    is what `model` takes. `(0, 0, 0)`, `(1, 1, 1)` when it normalises inside
+    (`include_rescaling`, its `rescaling` layer applies this rule), else its
+    `image_mean` and `image_std` times 255."""
+    if model.include_rescaling:
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return tuple(255.0 * m for m in model.image_mean), tuple(255.0 * s for s in model.image_std)
+
+
+def model_inputs(model, pixels):
+    """`(B, H, W, 3)` float32: `pixels` in [0, 255] as `model` takes them."""
+    mean, std = pixel_mean_std(model)
+    return ((np.asarray(pixels, "float32") - np.float32(mean)) / np.float32(std)).astype("float32")
+
+
+def display_pixels(model, inputs):
+    """`(B, H, W, 3)` in [0, 1]: images as `model` takes them (`model_inputs`'
+    output), mapped back for display and clipped."""
+    mean, std = pixel_mean_std(model)
+    return np.clip((np.asarray(inputs, "float32") * np.float32(std) + np.float32(mean)) / 255.0, 0.0, 1.0)

@@ -15,7 +15,7 @@ import os
 import sys
 
 from keras_vit import analysis
-from keras_vit.images import load_image_folder
+from keras_vit.images import load_image_folder, model_inputs
 from keras_vit.saving import load_model
 
 
@@ -33,8 +33,7 @@ def main(argv=None):
         images = load_image_folder(args.images, model.image_size, args.max_images)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
-    if not model.include_rescaling:  # the model takes [-1, 1]
-        images = images / 127.5 - 1.0
+    images = model_inputs(model, images)
     os.makedirs(args.out, exist_ok=True)
     pictures = [
         ("patch_embedding_filters", lambda p: analysis.plot_patch_embedding_filters(model, p)),

@@ -11,6 +11,7 @@ from keras_vit.analysis.attention import (
 )
 from keras_vit.analysis.embeddings import patch_embedding_filters, position_embedding_similarity
 from keras_vit.analysis.permutation import position_embedding_effect
+from keras_vit.images import display_pixels
 
 
 def _figure(width, height):
@@ -27,13 +28,6 @@ def _finish(figure, path):
     if path is not None:
         figure.savefig(path, dpi=120)
     return figure
-
-
-def _pixels(model, images):
-    """Images as the model takes them, mapped to [0, 1] for display."""
-    images = np.asarray(images, dtype="float32")
-    images = images / 255.0 if model.include_rescaling else (images + 1.0) / 2.0
-    return np.clip(images, 0.0, 1.0)
 
 
 def plot_patch_embedding_filters(model, path=None, num_components=28):
@@ -106,7 +100,7 @@ def plot_mean_attention_distance(model, images, path=None):
 def plot_attention_rollout(model, images, path=None):
     """Each image beside its attention rollout, upsampled and overlaid."""
     maps = upsample(attention_rollout(model, images), model.image_size)
-    pixels = _pixels(model, images)
+    pixels = display_pixels(model, images)
     figure = _figure(5.4, 2.5 * len(pixels) + 0.4)
     figure.suptitle(f"{model.name}: attention rollout to the output")
     axes = figure.subplots(len(pixels), 2, squeeze=False)
@@ -126,7 +120,7 @@ def plot_position_embedding_effect(model, images, path=None, seed=0):
     """An image, the same image with its patches shuffled, and what the model
     and its copy without position embeddings output for each."""
     effect = position_embedding_effect(model, images[:1], seed)
-    pixels = _pixels(model, np.concatenate([images[:1], effect["shuffled"]]))
+    pixels = display_pixels(model, np.concatenate([images[:1], effect["shuffled"]]))
     figure = _figure(11, 3.2)
     axes = figure.subplots(1, 4)
     for ax, image, title in zip(axes[:2], pixels, ("input", "patches shuffled")):
