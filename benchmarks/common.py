@@ -2,6 +2,7 @@
 
 import argparse
 import statistics
+import subprocess
 import time
 
 import keras
@@ -9,6 +10,16 @@ import numpy as np
 import tensorflow as tf
 
 MATMUL_SIZE = 2048
+
+
+def cpu_name():
+    """`lscpu`'s model name, core count and the AVX-512 BF16 / AMX flags: the
+    line every benchmark prints first."""
+    lines = subprocess.check_output(["lscpu"], text=True).splitlines()
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    flags = set(fields.get("Flags", "").split())
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{fields['Model name']}, {fields['CPU(s)']} cores, {' '.join(extras) or 'no AVX-512'}"
 
 
 def matmul_step(size=MATMUL_SIZE, dtype=tf.float32):

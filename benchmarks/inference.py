@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import forward_images_per_second, speed_args  # noqa: E402
+from common import cpu_name, forward_images_per_second, speed_args  # noqa: E402
 
 import keras_vit  # noqa: E402
 
@@ -40,6 +40,7 @@ def peers():
 
 def main():
     args = speed_args(__doc__.splitlines()[0], rounds=10)
+    print(f"CPU: {cpu_name()}")
     models = dict(peers())
     speeds, rate = forward_images_per_second(models, args)
     print(

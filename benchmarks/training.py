@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import interleaved_medians, random_images, speed_args  # noqa: E402
+from common import cpu_name, interleaved_medians, random_images, speed_args  # noqa: E402
 
 import keras_vit  # noqa: E402
 
@@ -45,6 +45,7 @@ def train_step(model, images, labels, jit_compile):
 
 def main():
     args = speed_args(__doc__.splitlines()[0], rounds=8)
+    print(f"CPU: {cpu_name()}")
 
     keras.utils.set_random_seed(0)
     images = random_images(args.batch, SIZE)

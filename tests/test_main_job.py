@@ -1,5 +1,5 @@
 """The main job as a newcomer runs it: `python -m keras_vit.training` (config `digits`,
-seed 0) in a subprocess reaches >= 98% test accuracy, and every file it writes
+seed 0) in a subprocess reaches >= 95% test accuracy, and every file it writes
 loads back in a fresh process with `keras_vit` alone and gives the run's
 numbers: `model.keras`, `preset/`, `best.weights.h5`, `results.json` and each
 exported file in its own runtime; the README's export and few-shot commands
@@ -69,10 +69,17 @@ def main_job(tmp_path_factory):
         return run, json.load(f)
 
 
-def test_main_job_reaches_98_percent(main_job):
+# The lowest accuracy a working run may give on any CPU. Measured (README, Training): seeds 0-9 x oneDNN
+# on/off on an AMD EPYC and an Intel Xeon; seed 0 gives 0.9704-0.9963 across them, and the lowest of all runs
+# is MEASURED_MIN. The margin below it is 7 test images of 270 (2.6%), about the seed-0 spread between CPUs.
+# A broken run is far below: learning rate 100x too small, or labels shuffled (see the README).
+MEASURED_MIN = 0.9704
+MIN_ACCURACY = 0.945
+
+
+def test_main_job_learns_the_digits(main_job):
     _, results = main_job
-    # Seeds 0-4 on this recipe: see the README (Training); seed 0 is 98.9% (267 of 270 test images).
-    assert results["test_accuracy"] >= 0.98, results
+    assert results["test_accuracy"] >= MIN_ACCURACY, results
     rows = {row["file"]: row for row in results["export"]["files"]}  # each one loaded back and checked
     assert set(rows) == {
         "saved_model/1",

@@ -9,7 +9,7 @@ import keras
 from keras_vit.checkpoints import original, pytorch
 from keras_vit.checkpoints.original import POSITION
 from keras_vit.layers.resnet import stem_stride
-from keras_vit.saving import PRESET_CONFIG, PRESET_WEIGHTS, load_model
+from keras_vit.saving import PRESET_CONFIG, PRESET_WEIGHTS, is_preset_folder, load_model
 
 HF_WEIGHTS = "model.safetensors"
 
@@ -35,7 +35,7 @@ def read_checkpoint(path, num_heads=None):
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, PRESET_WEIGHTS)):
+        if is_preset_folder(path):
             return _from_model(load_model(path), path)
         if os.path.exists(os.path.join(path, HF_WEIGHTS)):
             return read_checkpoint(os.path.join(path, HF_WEIGHTS), num_heads)
