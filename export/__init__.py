@@ -13,11 +13,10 @@ if __name__ != "keras_vit.export":  # e.g. `import export` from the repository's
 
 import os
 
-import keras
 import numpy as np
 
 import keras_vit
-from keras_vit import lora
+from keras_vit import checkpoints, lora
 from keras_vit.export.data import check_pixels
 from keras_vit.export.errors import ExportError, VerificationError
 from keras_vit.export.metadata import LABELS, check_info, label_file, with_metadata
@@ -27,7 +26,6 @@ from keras_vit.export.saved_model import write_saved_model
 from keras_vit.export.tflite import convert_tflite
 from keras_vit.export.verify import format_table, keras_runner, verify, write_report
 from keras_vit.files import check_writable, write_bytes
-from keras_vit.layers import resize_position_embeddings
 
 REPORT = "report.json"
 
@@ -65,7 +63,7 @@ def float32_copy(model):
     has (the same file size and ops)."""
     if model.dtype_policy.compute_dtype == "float32" and not lora.is_enabled(model):
         return model
-    return lora.merged_copy(model, dtype="float32")
+    return checkpoints.copy_with(model, dtype="float32")
 
 
 def fixed_size_copy(model, image_size):
@@ -75,24 +73,9 @@ def fixed_size_copy(model, image_size):
     its logits are the model's at that size. An ExportError for a size the
     model cannot take."""
     try:
-        copy = keras_vit.ViT.from_config(
-            {**model.get_config(), "image_size": image_size, "position_grid_size": None}
-        )
+        return checkpoints.copy_with(model, image_size=image_size, position_grid_size=None)
     except ValueError as error:
         raise ExportError(f"image size {image_size!r}: {error}") from None
-    weights = [keras.ops.convert_to_numpy(w) for w in lora.merged_weights(model)]
-    for i, variable in enumerate(copy.weights):
-        if variable.path == "position_embedding/embeddings":
-            layer = copy.get_layer("position_embedding")
-            weights[i] = resize_position_embeddings(
-                weights[i],
-                model.position_grid_size,
-                layer.grid_size,
-                layer.num_prefix_tokens,
-                layer.resize_method,
-            )
-    copy.set_weights(weights)
-    return copy
 
 
 def export_model(

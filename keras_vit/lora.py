@@ -69,22 +69,13 @@ def merged_kernel(layer):
 
 
 def merged_weights(model):
-    """`model`'s weights with every adapter merged into its kernel and left
-    out: the weights of the same ViT without LoRA, in their order."""
+    """`{path: value}`: `model`'s weights with every adapter merged into its
+    kernel and left out, the weights of the same ViT without LoRA, in their
+    order."""
     lora = [layer for layer in target_layers(model) if layer.lora_enabled]
     merged = {id(layer._kernel): merged_kernel(layer) for layer in lora}
     adapters = {id(w) for layer in lora for w in (layer.lora_kernel_a, layer.lora_kernel_b)}
-    return [merged.get(id(w), w) for w in model.weights if id(w) not in adapters]
-
-
-def merged_copy(model, **config):
-    """A model of `model`'s class built from its config, `config` overriding
-    (e.g. `dtype="float32"`), holding `model`'s weights with every adapter
-    merged into its kernel, each cast to its new variable's dtype. Without
-    adapters, a plain copy."""
-    copy = type(model).from_config({**model.get_config(), **config})
-    copy.set_weights([ops.cast(w, v.dtype) for w, v in zip(merged_weights(model), copy.weights)])
-    return copy
+    return {w.path: merged.get(id(w), w) for w in model.weights if id(w) not in adapters}
 
 
 def restart_adapters(model):

@@ -20,7 +20,7 @@ import pytest
 from helpers import HYBRID, ROOT, TINY_VIT, random_images, randomize, run_python
 
 import keras_vit
-from keras_vit import lora, startup
+from keras_vit import checkpoints, startup
 
 BACKEND = keras.backend.backend()
 # The environment of a fresh process on the backend at hand, as a user's: no TF log level set.
@@ -93,7 +93,7 @@ def test_lora_fits_merges_and_reloads(tmp_path):
     assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
     tuned = keras.ops.convert_to_numpy(model(images))
     assert not np.abs(tuned - before).max() <= 1e-4  # the adapters learned something
-    merged = lora.merged_copy(model)
+    merged = checkpoints.copy_with(model)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(merged(images)), tuned, atol=1e-4)
     merged.save(tmp_path / "merged.keras")
     again = keras.models.load_model(tmp_path / "merged.keras", safe_mode=True)

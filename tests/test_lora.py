@@ -56,7 +56,7 @@ def test_adapters_change_the_forward_pass():
     assert np.max(np.abs(after - before)) > 0.1
     np.testing.assert_allclose(np.asarray(model(images)), after, atol=1e-5)
     merged = keras_vit.ViT.from_config(model.get_config())
-    merged.set_weights(lora.merged_weights(model))
+    merged.set_weights(list(lora.merged_weights(model).values()))
     np.testing.assert_allclose(merged.predict(images, verbose=0), after, atol=1e-5)
 
     with pytest.raises(ValueError, match="already has LoRA adapters"):

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vit
-from keras_vit import lora
+from keras_vit import checkpoints
 from keras_vit.files import check_writable
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.presets import preset_config
@@ -275,7 +275,7 @@ def save_without_optimizer(model, path):
     """Saves `model` as an uncompiled `.keras` file, so that a plain
     `keras.models.load_model(path)` reads it without this program's
     optimizer and schedule classes."""
-    lora.merged_copy(model).save(path)  # with LoRA on, its adapters merged into the kernels
+    checkpoints.copy_with(model).save(path)  # with LoRA on, its adapters merged into the kernels
 
 
 def trainable_params(model):

@@ -8,7 +8,7 @@ change. With position embeddings, the same shuffle changes the output.
 
 import numpy as np
 
-from keras_vit.model import ViT
+from keras_vit.checkpoints import copy_with
 
 
 def shuffle_patches(images, patch_size, permutation):
@@ -40,12 +40,7 @@ def shuffle_patches(images, patch_size, permutation):
 
 def without_position_embeddings(model):
     """A copy of `model` with `position_embedding="none"` and all its other weights."""
-    config = {**model.get_config(), "position_embedding": "none", "name": f"{model.name}_no_posemb"}
-    ablated = ViT.from_config(config)
-    for layer in ablated.layers:
-        if layer.weights:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-    return ablated
+    return copy_with(model, position_embedding="none", name=f"{model.name}_no_posemb")
 
 
 def position_embedding_effect(model, images, seed=0):

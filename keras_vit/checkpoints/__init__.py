@@ -1,7 +1,7 @@
 """Pretrained checkpoints: readers for each layout, named sources, downloads, strict loading."""
 
 from keras_vit.checkpoints.download import cache_dir, fetch
-from keras_vit.checkpoints.loading import assign, model_config
+from keras_vit.checkpoints.loading import assign, copy_with, model_config
 from keras_vit.checkpoints.read import Checkpoint, read_checkpoint
 from keras_vit.checkpoints.sources import SOURCES, Source, list_sources
 
@@ -11,6 +11,7 @@ __all__ = [
     "Source",
     "assign",
     "cache_dir",
+    "copy_with",
     "fetch",
     "list_sources",
     "model_config",

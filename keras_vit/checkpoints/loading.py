@@ -1,8 +1,11 @@
 """Builds a ViT from a checkpoint: config, position-embedding resize, head, strict assignment."""
 
+import keras
 import numpy as np
 
+from keras_vit import lora
 from keras_vit.checkpoints.original import POSITION
+from keras_vit.checkpoints.read import Checkpoint
 from keras_vit.layers import resize_position_embeddings
 from keras_vit.layers.patch_embedding import image_size_pair
 from keras_vit.layers.resnet import token_grid
@@ -126,6 +129,21 @@ def assign(model, checkpoint, resize_method="bilinear"):
         if path not in fresh:
             variable.assign(np.asarray(weights[path]).astype(variable.dtype))
     return model
+
+
+def copy_with(model, **changes):
+    """`model`'s class built from its config with `changes` (e.g.
+    `dtype="float32"`, `image_size=(h, w)`, `position_embedding="none"`),
+    holding `model`'s weights by `assign`'s strict rules: LoRA adapters merged
+    into their kernels, each weight cast to its new variable's dtype, position
+    embeddings resized to a new grid by the model's `position_resize_method`,
+    and left out when the copy has none."""
+    copy = type(model).from_config({**model.get_config(), **changes})
+    weights = {path: keras.ops.convert_to_numpy(w) for path, w in lora.merged_weights(model).items()}
+    if POSITION not in {w.path for w in copy.weights}:
+        weights.pop(POSITION, None)
+    checkpoint = Checkpoint(weights, model.get_config(), origin=model.name, layout="keras")
+    return assign(copy, checkpoint, model.position_resize_method)
 
 
 def _resize(embeddings, model, method, config):
