@@ -1,5 +1,6 @@
-"""Saved keras_vit models: the preset folder's format and the one loader of
-any saved model (a `.keras` file or a preset folder), in Keras' safe mode."""
+"""Saved keras_vit models: the preset folder's format, its writer, and the one
+loader of any saved model (a `.keras` file or a preset folder), in Keras'
+safe mode."""
 
 import json
 import os
@@ -13,6 +14,18 @@ PRESET_WEIGHTS = "model.weights.h5"
 def is_preset_folder(path):
     """Whether `path` is a folder written by `ViT.save_to_preset`."""
     return os.path.isfile(os.path.join(os.fspath(path), PRESET_CONFIG))
+
+
+def save_preset_folder(model, directory):
+    """Writes `model` as a preset folder (`ViT.save_to_preset`): `config.json`,
+    its class and `get_config()` without the compile config (the optimizer is
+    the trainer's, not the preset's), and `model.weights.h5`."""
+    os.makedirs(directory, exist_ok=True)
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    with open(os.path.join(directory, PRESET_CONFIG), "w") as f:
+        json.dump(config, f, indent=2)
+    model.save_weights(os.path.join(directory, PRESET_WEIGHTS))
 
 
 def load_preset_folder(directory):
