@@ -1,12 +1,9 @@
 """The Vision Transformer as a functional Keras model."""
 
-import inspect
-import os
-
 import keras
 from keras import ops
 
-from keras_vit import checkpoints, config_checks, lora, presets, saving
+from keras_vit import checkpoints, config_checks, lora, saving
 from keras_vit.layers import (
     ClassToken,
     PatchDropout,
@@ -289,39 +286,7 @@ class ViT(keras.Model):
         drops the pre-logits layer. Loading is strict: unused checkpoint keys
         and unset weights are errors.
         """
-        known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown ViT argument(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}."
-            )
-        if preset not in presets.PRESETS and isinstance(preset, (str, os.PathLike)) and os.path.isdir(preset):
-            if weights is not None:
-                raise ValueError(
-                    f"preset {os.fspath(preset)!r} is a preset folder and brings its own weights; "
-                    f"got weights={weights!r} too. Pass one or the other."
-                )
-            if not overrides:
-                return saving.load_model(preset)
-            weights, config = preset, {}
-        else:
-            config = presets.preset_config(preset)
-            config["name"] = preset
-        if weights is None:
-            return cls(**_call_time_size({**config, **overrides}, config, resize_method))
-        if isinstance(weights, str) and weights in checkpoints.list_sources(preset):
-            weights = checkpoints.fetch(preset, weights)
-        elif not os.path.exists(weights):
-            raise ValueError(
-                f"weights={weights!r} is neither an existing path nor a named source of "
-                f"preset {preset!r} (named: {', '.join(checkpoints.list_sources(preset)) or 'none'})."
-            )
-        num_heads = overrides.get("num_heads", config.get("num_heads"))
-        checkpoint = checkpoints.read_checkpoint(weights, num_heads=num_heads)
-        # A preset folder's own architecture is the one asked for.
-        arguments = checkpoints.model_config(checkpoint, config or checkpoint.config, overrides, preset)
-        model = cls(**_call_time_size(arguments, {**config, **checkpoint.config}, resize_method))
-        return checkpoints.assign(model, checkpoint, resize_method)
+        return checkpoints.from_preset(cls, preset, weights, resize_method, overrides)
 
     @property
     def grid_size(self):
@@ -567,24 +532,6 @@ def _heads(layers, tokens, pooled):
         class_logits=class_logits,
         distillation_logits=distillation_logits,
     )
-
-
-def _call_time_size(arguments, stored, resize_method):
-    """`arguments` for `image_size=None`: the position embeddings stay on the
-    grid of `stored`'s image size (a checkpoint's, or the default 224) and are
-    resized at call time by `resize_method`. Other arguments pass unchanged."""
-    if arguments.get("image_size", 224) is not None or arguments.get("position_grid_size") is not None:
-        return arguments
-    if stored.get("image_size", 224) is None:  # a call-time model's own config
-        return arguments
-    stored_size = image_size_pair(stored.get("image_size", 224))
-    return {
-        **arguments,
-        "position_grid_size": token_grid(
-            stored_size, arguments.get("patch_size", 16), arguments.get("resnet_layers")
-        ),
-        "position_resize_method": resize_method,
-    }
 
 
 def _num_prefix_tokens(layers):

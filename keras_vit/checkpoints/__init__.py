@@ -1,7 +1,7 @@
 """Pretrained checkpoints: readers for each layout, named sources, downloads, strict loading."""
 
 from keras_vit.checkpoints.download import cache_dir, fetch
-from keras_vit.checkpoints.loading import assign, copy_with, model_config
+from keras_vit.checkpoints.loading import assign, copy_with, from_preset, model_config
 from keras_vit.checkpoints.read import Checkpoint, read_checkpoint
 from keras_vit.checkpoints.sources import SOURCES, Source, list_sources
 
@@ -13,6 +13,7 @@ __all__ = [
     "cache_dir",
     "copy_with",
     "fetch",
+    "from_preset",
     "list_sources",
     "model_config",
     "read_checkpoint",

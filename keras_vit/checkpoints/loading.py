@@ -1,15 +1,20 @@
 """Builds a ViT from a checkpoint: config, position-embedding resize, head, strict assignment."""
 
+import inspect
+import os
+
 import keras
 import numpy as np
 
-from keras_vit import lora
+from keras_vit import lora, saving
+from keras_vit.checkpoints.download import fetch
 from keras_vit.checkpoints.original import POSITION
-from keras_vit.checkpoints.read import Checkpoint
+from keras_vit.checkpoints.read import Checkpoint, read_checkpoint
+from keras_vit.checkpoints.sources import list_sources
 from keras_vit.layers import resize_position_embeddings
 from keras_vit.layers.patch_embedding import image_size_pair
 from keras_vit.layers.resnet import token_grid
-from keras_vit.presets import PRESETS
+from keras_vit.presets import PRESETS, preset_config
 
 ARCHITECTURE = (
     "patch_size",
@@ -129,6 +134,63 @@ def assign(model, checkpoint, resize_method="bilinear"):
         if path not in fresh:
             variable.assign(np.asarray(weights[path]).astype(variable.dtype))
     return model
+
+
+def from_preset(cls, preset, weights, resize_method, overrides):
+    """The body of `ViT.from_preset` (see its docstring): `cls` built from a
+    preset name or folder with `overrides`, its weights fresh or from
+    `weights` (a named source or a path), loaded strictly."""
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown ViT argument(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}."
+        )
+    if preset not in PRESETS and isinstance(preset, (str, os.PathLike)) and os.path.isdir(preset):
+        if weights is not None:
+            raise ValueError(
+                f"preset {os.fspath(preset)!r} is a preset folder and brings its own weights; "
+                f"got weights={weights!r} too. Pass one or the other."
+            )
+        if not overrides:
+            return saving.load_model(preset)
+        weights, config = preset, {}
+    else:
+        config = preset_config(preset)
+        config["name"] = preset
+    if weights is None:
+        return cls(**_call_time_size({**config, **overrides}, config, resize_method))
+    if isinstance(weights, str) and weights in list_sources(preset):
+        weights = fetch(preset, weights)
+    elif not os.path.exists(weights):
+        raise ValueError(
+            f"weights={weights!r} is neither an existing path nor a named source of "
+            f"preset {preset!r} (named: {', '.join(list_sources(preset)) or 'none'})."
+        )
+    num_heads = overrides.get("num_heads", config.get("num_heads"))
+    checkpoint = read_checkpoint(weights, num_heads=num_heads)
+    # A preset folder's own architecture is the one asked for.
+    arguments = model_config(checkpoint, config or checkpoint.config, overrides, preset)
+    model = cls(**_call_time_size(arguments, {**config, **checkpoint.config}, resize_method))
+    return assign(model, checkpoint, resize_method)
+
+
+def _call_time_size(arguments, stored, resize_method):
+    """`arguments` for `image_size=None`: the position embeddings stay on the
+    grid of `stored`'s image size (a checkpoint's, or the default 224) and are
+    resized at call time by `resize_method`. Other arguments pass unchanged."""
+    if arguments.get("image_size", 224) is not None or arguments.get("position_grid_size") is not None:
+        return arguments
+    if stored.get("image_size", 224) is None:  # a call-time model's own config
+        return arguments
+    stored_size = image_size_pair(stored.get("image_size", 224))
+    return {
+        **arguments,
+        "position_grid_size": token_grid(
+            stored_size, arguments.get("patch_size", 16), arguments.get("resnet_layers")
+        ),
+        "position_resize_method": resize_method,
+    }
 
 
 def copy_with(model, **changes):
