@@ -58,6 +58,18 @@ def compiled_forward(model, images, jit_compile=False):
     return lambda: tf.nest.map_structure(lambda t: t.numpy(), forward())
 
 
+def train_step(model, images, labels, jit_compile=False):
+    """A no-argument callable that runs one compiled train step of `model`
+    (AdamW, softmax cross-entropy on logits, no metrics) on `images`, `labels`."""
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[],
+        jit_compile=jit_compile,
+    )
+    return lambda: model.train_on_batch(images, labels)
+
+
 def random_images(batch, size, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (batch, size, size, 3)).astype("float32")
 

@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from common import cpu_name, interleaved_medians, random_images, speed_args  # noqa: E402
+from common import cpu_name, interleaved_medians, random_images, speed_args, train_step  # noqa: E402
 
 import keras_vit  # noqa: E402
 
@@ -30,17 +30,6 @@ def peers():
     yield "keras_vit", keras_vit.ViT.from_preset("vit_s16", num_classes=CLASSES)
     backbone = keras_hub.models.ViTBackbone(image_shape=(SIZE, SIZE, 3), **S16)
     yield "keras_hub", keras_hub.models.ViTImageClassifier(backbone, CLASSES, pooling="token")
-
-
-def train_step(model, images, labels, jit_compile):
-    """A no-argument callable that runs one compiled train step."""
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[],
-        jit_compile=jit_compile,
-    )
-    return lambda: model.train_on_batch(images, labels)
 
 
 def main():

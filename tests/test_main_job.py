@@ -1,5 +1,5 @@
 """The main job as a newcomer runs it: `python -m keras_vit.training` (config `digits`,
-seed 0) in a subprocess reaches >= 95% test accuracy, and every file it writes
+seed 0) in a subprocess reaches >= 94% test accuracy, and every file it writes
 loads back in a fresh process with `keras_vit` alone and gives the run's
 numbers: `model.keras`, `preset/`, `best.weights.h5`, `results.json` and each
 exported file in its own runtime; the README's export and few-shot commands
@@ -69,12 +69,13 @@ def main_job(tmp_path_factory):
         return run, json.load(f)
 
 
-# The lowest accuracy a working run may give on any CPU. Measured (README, Training): seeds 0-9 x oneDNN
-# on/off on an AMD EPYC and an Intel Xeon; seed 0 gives 0.9704-0.9963 across them, and the lowest of all runs
-# is MEASURED_MIN. The margin below it is 7 test images of 270 (2.6%), about the seed-0 spread between CPUs.
-# A broken run is far below: learning rate 100x too small, or labels shuffled (see the README).
-MEASURED_MIN = 0.9704
-MIN_ACCURACY = 0.945
+# The lowest test accuracy a working run may give, on any CPU. A small ViT trained from scratch on 1,257
+# images is chaotic: another CPU's rounding moves it as far as another seed does. Measured (README,
+# Training): seed 0 gives 0.9704 (Intel Xeon, oneDNN on) to 0.9963 (AMD EPYC); over seeds 0-9 x oneDNN
+# on/off on the Xeon the lowest is 0.9630 (seed 9), 10 of 270 test images wrong. The bound leaves 6 more
+# images (2.3%) below that. A broken run is far below it: a learning rate 100x too small gives 0.4185
+# (seed 0, the Xeon).
+MIN_ACCURACY = 0.94
 
 
 def test_main_job_learns_the_digits(main_job):
