@@ -67,7 +67,7 @@ def pixel_mean_std(model):
 def model_inputs(model, pixels):
     """`(B, H, W, 3)` float32: `pixels` in [0, 255] as `model` takes them."""
     mean, std = pixel_mean_std(model)
-    return ((np.asarray(pixels, "float32") - np.float32(mean)) / np.float32(std)).astype("float32")
+    return (np.asarray(pixels, "float32") - np.float32(mean)) / np.float32(std)
 
 
 def display_pixels(model, inputs):

@@ -15,12 +15,6 @@ from helpers import TINY_VIT  # noqa: E402
 ON_TENSORFLOW = os.environ["KERAS_BACKEND"] == "tensorflow"
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "tensorflow: needs TensorFlow (programs, export); skipped on JAX/torch"
-    )
-
-
 def pytest_collection_modifyitems(config, items):
     if not ON_TENSORFLOW:
         skip = pytest.mark.skip(reason=f"needs TensorFlow; KERAS_BACKEND={os.environ['KERAS_BACKEND']}")

@@ -200,11 +200,12 @@ def copy_with(model, **changes):
     into their kernels, each weight cast to its new variable's dtype, position
     embeddings resized to a new grid by the model's `position_resize_method`,
     and left out when the copy has none."""
-    copy = type(model).from_config({**model.get_config(), **changes})
+    config = model.get_config()
+    copy = type(model).from_config({**config, **changes})
     weights = {path: keras.ops.convert_to_numpy(w) for path, w in lora.merged_weights(model).items()}
     if POSITION not in {w.path for w in copy.weights}:
         weights.pop(POSITION, None)
-    checkpoint = Checkpoint(weights, model.get_config(), origin=model.name, layout="keras")
+    checkpoint = Checkpoint(weights, config, origin=model.name, layout="keras")
     return assign(copy, checkpoint, model.position_resize_method)
 
 
