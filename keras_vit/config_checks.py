@@ -1,15 +1,58 @@
 """The checks of `ViT`'s arguments: each raises a ValueError that names the
 argument, its value and what was expected, before any layer is built."""
 
-from keras_vit.layers.patch_embedding import grid_size
+from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
 
 POOLINGS = ("token", "gap")
 FINAL_NORMS = ("tokens", "pooled")
 POSITION_EMBEDDINGS = ("learned", "sincos2d", "none")
+RATES = ("dropout_rate", "attention_dropout_rate", "drop_path_rate", "patch_dropout_rate")
 
 
-def check_normalization(image_mean, image_std):
+def checked(config):
+    """`ViT`'s arguments by name, checked; returns them with `image_size`,
+    `image_mean`, `image_std`, `resnet_layers` and `position_grid_size` as tuples."""
+    config = dict(config)
+    if config["image_size"] is not None:
+        config["image_size"] = image_size_pair(config["image_size"])
+    config["resnet_layers"] = _resnet(config["resnet_layers"], config["resnet_width"])
+    config["image_mean"], config["image_std"] = _normalization(config["image_mean"], config["image_std"])
+    config["position_grid_size"] = _call_time_size(
+        config["image_size"],
+        config["position_grid_size"],
+        config["position_embedding"],
+        config["patch_dropout_rate"],
+    )
+    _sizes(config)
+    _tokens(config)
+    return config
+
+
+def check_images_shape(model, shape):
+    """A ValueError that names `shape` unless it is a batch of images `model` takes."""
+    if model.image_size is None:
+        stride = model.token_stride
+        if (
+            len(shape) != 4
+            or shape[3] not in (None, 3)
+            or any(s is not None and s % stride for s in shape[1:3])
+        ):
+            raise ValueError(
+                f"{model.name} (image_size=None) expects images of shape (batch, height, width, 3) "
+                f"with height and width multiples of {stride}, got {shape}."
+            )
+        return
+    expected = (*model.image_size, 3)
+    if len(shape) != 4 or any(got is not None and got != want for got, want in zip(shape[1:], expected)):
+        raise ValueError(
+            f"{model.name} expects images of shape (batch, {expected[0]}, {expected[1]}, 3), "
+            f"got {shape}. Resize the images, or build the model with "
+            f"image_size=(height, width) to match them."
+        )
+
+
+def _normalization(image_mean, image_std):
     """`image_mean`, `image_std` as tuples of 3 floats, std positive."""
     pairs = []
     for key, value in (("image_mean", image_mean), ("image_std", image_std)):
@@ -25,7 +68,7 @@ def check_normalization(image_mean, image_std):
     return tuple(pairs)
 
 
-def check_call_time_size(image_size, position_grid_size, position_embedding, patch_dropout_rate):
+def _call_time_size(image_size, position_grid_size, position_embedding, patch_dropout_rate):
     """`position_grid_size` as a tuple: given with `image_size=None` and
     learned position embeddings, and only then."""
     if image_size is not None:
@@ -51,7 +94,9 @@ def check_call_time_size(image_size, position_grid_size, position_embedding, pat
     return tuple(position_grid_size)
 
 
-def check_tokens(pooling, distilled, num_registers, final_norm, representation_size):
+def _tokens(config):
+    pooling, distilled, final_norm = config["pooling"], config["distilled"], config["final_norm"]
+    num_registers, representation_size = config["num_registers"], config["representation_size"]
     if final_norm not in FINAL_NORMS:
         raise ValueError(f"Unknown final_norm {final_norm!r}; expected one of {FINAL_NORMS}.")
     if not isinstance(num_registers, int) or isinstance(num_registers, bool) or num_registers < 0:
@@ -64,7 +109,7 @@ def check_tokens(pooling, distilled, num_registers, final_norm, representation_s
         )
 
 
-def check_resnet(resnet_layers, resnet_width):
+def _resnet(resnet_layers, resnet_width):
     """`resnet_layers` as a tuple (or None), with clear errors."""
     if resnet_layers is None:
         return None
@@ -88,28 +133,18 @@ def check_resnet(resnet_layers, resnet_width):
     return tuple(resnet_layers)
 
 
-def check_config(
-    image_size,
-    patch_size,
-    hidden_dim,
-    num_layers,
-    num_heads,
-    mlp_dim,
-    num_classes,
-    pooling,
-    representation_size,
-    rates,
-    position_embedding,
-    resnet_layers=None,
-):
-    sizes = dict(
-        patch_size=patch_size,
-        hidden_dim=hidden_dim,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        mlp_dim=mlp_dim,
-        num_classes=num_classes,
+def _sizes(config):
+    image_size, patch_size, resnet_layers = (
+        config["image_size"],
+        config["patch_size"],
+        config["resnet_layers"],
     )
+    hidden_dim, num_heads = config["hidden_dim"], config["num_heads"]
+    representation_size = config["representation_size"]
+    sizes = {
+        key: config[key]
+        for key in ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_dim", "num_classes")
+    }
     if image_size is not None:
         sizes.update(image_height=image_size[0], image_width=image_size[1])
     else:
@@ -132,12 +167,14 @@ def check_config(
             f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}; "
             f"each head gets hidden_dim / num_heads channels."
         )
-    if pooling not in POOLINGS:
-        raise ValueError(f"Unknown pooling {pooling!r}; expected one of {POOLINGS}.")
-    if position_embedding not in POSITION_EMBEDDINGS:
+    if config["pooling"] not in POOLINGS:
+        raise ValueError(f"Unknown pooling {config['pooling']!r}; expected one of {POOLINGS}.")
+    if config["position_embedding"] not in POSITION_EMBEDDINGS:
         raise ValueError(
-            f"Unknown position_embedding {position_embedding!r}; expected one of {POSITION_EMBEDDINGS}."
+            f"Unknown position_embedding {config['position_embedding']!r}; "
+            f"expected one of {POSITION_EMBEDDINGS}."
         )
-    for key, rate in rates.items():
+    for key in RATES:
+        rate = config[key]
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{key} must be in [0, 1), got {rate!r}.")

@@ -1,9 +1,12 @@
 """The Vision Transformer as a functional Keras model."""
 
+import inspect
+import types
+
 import keras
 from keras import ops
 
-from keras_vit import checkpoints, config_checks, lora, saving
+from keras_vit import checkpoints, config_checks, features, lora, saving
 from keras_vit.layers import (
     ClassToken,
     PatchDropout,
@@ -13,11 +16,8 @@ from keras_vit.layers import (
     ResNetStem,
     TransformerBlock,
 )
-from keras_vit.layers.patch_embedding import image_size_pair
 from keras_vit.layers.resnet import stem_stride, token_grid
 
-FEATURES = ("tokens", "pooled", "hidden_states", "attention", "logits")
-DISTILLED_FEATURES = ("class_logits", "distillation_logits")
 # Pixel mean and std in [0, 1] units of the original's [-1, 1] inputs (timm's IMAGENET_INCEPTION_*).
 INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -129,139 +129,20 @@ class ViT(keras.Model):
         name="vit",
         **kwargs,
     ):
-        image_size = None if image_size is None else image_size_pair(image_size)
-        resnet_layers = config_checks.check_resnet(resnet_layers, resnet_width)
-        image_mean, image_std = config_checks.check_normalization(image_mean, image_std)
-        position_grid_size = config_checks.check_call_time_size(
-            image_size, position_grid_size, position_embedding, patch_dropout_rate
-        )
-        config_checks.check_config(
-            image_size=image_size,
-            patch_size=patch_size,
-            hidden_dim=hidden_dim,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            mlp_dim=mlp_dim,
-            num_classes=num_classes,
-            pooling=pooling,
-            representation_size=representation_size,
-            rates=dict(
-                dropout_rate=dropout_rate,
-                attention_dropout_rate=attention_dropout_rate,
-                drop_path_rate=drop_path_rate,
-                patch_dropout_rate=patch_dropout_rate,
-            ),
-            position_embedding=position_embedding,
-            resnet_layers=resnet_layers,
-        )
-        config_checks.check_tokens(pooling, distilled, num_registers, final_norm, representation_size)
+        config = config_checks.checked({key: value for key, value in locals().items() if key in CONFIG})
         policy = keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
-        # Logits in float32 under mixed precision; otherwise the model's dtype.
-        head_dtype = "float32" if policy.variable_dtype == "float32" else policy
-        num_embedded_prefix = int(pooling == "token") + int(distilled)  # tokens with a position embedding
-        layers = []
-        if include_rescaling:
-            layers.append(_rescaling(image_mean, image_std, policy))
-        if resnet_layers is not None:
-            layers.append(ResNetStem(resnet_layers, resnet_width, dtype=policy, name="resnet"))
-        layers.append(PatchEmbedding(patch_size, hidden_dim, dtype=policy, name="embedding"))
-        if distilled:
-            layers.append(ClassToken(dtype=policy, name="distillation_token"))
-        if pooling == "token":
-            layers.append(ClassToken(dtype=policy, name="class_token"))
-        if position_embedding != "none":
-            layers.append(
-                PositionEmbedding(
-                    position_grid_size or token_grid(image_size or (None, None), patch_size, resnet_layers),
-                    num_prefix_tokens=num_embedded_prefix,
-                    kind=position_embedding,
-                    patch_size=patch_size if image_size is None else None,
-                    resize_method=position_resize_method,
-                    dtype=policy,
-                    name="position_embedding",
-                )
-            )
-        if num_registers:
-            layers.append(Registers(num_registers, num_embedded_prefix, dtype=policy, name="registers"))
-        layers.append(keras.layers.Dropout(dropout_rate, dtype=policy, name="embedding_dropout"))
-        if patch_dropout_rate:
-            layers.append(
-                PatchDropout(
-                    patch_dropout_rate,
-                    num_prefix_tokens=num_embedded_prefix + num_registers,
-                    dtype=policy,
-                    name="patch_dropout",
-                )
-            )
-        for i in range(num_layers):
-            layers.append(
-                TransformerBlock(
-                    num_heads,
-                    mlp_dim,
-                    dropout_rate=dropout_rate,
-                    attention_dropout_rate=attention_dropout_rate,
-                    drop_path_rate=drop_path_rate * i / max(num_layers - 1, 1),
-                    gelu_approximate=gelu_approximate,
-                    layer_norm_epsilon=layer_norm_epsilon,
-                    dtype=policy,
-                    name=f"encoderblock_{i}",
-                )
-            )
-        layers.append(
-            keras.layers.LayerNormalization(
-                epsilon=layer_norm_epsilon,
-                dtype=policy,
-                name="encoder_norm" if final_norm == "tokens" else "pooled_norm",
-            )
-        )
-        if representation_size is not None:
-            layers.append(
-                keras.layers.Dense(representation_size, activation="tanh", dtype=policy, name="pre_logits")
-            )
-        if include_top:
-            for head_name in ("head", "distillation_head") if distilled else ("head",):
-                layers.append(
-                    keras.layers.Dense(
-                        num_classes, kernel_initializer="zeros", dtype=head_dtype, name=head_name
-                    )
-                )
-
-        images = keras.Input((*(image_size or (None, None)), 3), name="images")
-        features = _forward({layer.name: layer for layer in layers}, images)
+        layers = _build_layers(types.SimpleNamespace(**config), policy)
+        images = keras.Input((*(config["image_size"] or (None, None)), 3), name="images")
+        intermediates = _forward({layer.name: layer for layer in layers}, images)
         super().__init__(
             inputs=images,
-            outputs=features["logits" if include_top else "pooled"],
+            outputs=intermediates["logits" if include_top else "pooled"],
             name=name,
             **kwargs,
         )
         self.dtype_policy = policy
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.mlp_dim = mlp_dim
-        self.num_classes = num_classes
-        self.include_top = include_top
-        self.pooling = pooling
-        self.distilled = distilled
-        self.num_registers = num_registers
-        self.final_norm = final_norm
-        self.representation_size = representation_size
-        self.dropout_rate = dropout_rate
-        self.attention_dropout_rate = attention_dropout_rate
-        self.drop_path_rate = drop_path_rate
-        self.patch_dropout_rate = patch_dropout_rate
-        self.gelu_approximate = gelu_approximate
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.include_rescaling = include_rescaling
-        self.image_mean = image_mean
-        self.image_std = image_std
-        self.position_embedding = position_embedding
-        self.resnet_layers = resnet_layers
-        self.resnet_width = resnet_width
-        self.position_grid_size = position_grid_size
-        self.position_resize_method = position_resize_method
+        for key, value in config.items():
+            setattr(self, key, value)
 
     @classmethod
     def from_preset(cls, preset, weights=None, resize_method="bilinear", **overrides):
@@ -313,35 +194,13 @@ class ViT(keras.Model):
     def __call__(self, images, *args, **kwargs):
         if not hasattr(images, "shape"):  # a nested list of pixels, as Keras layers accept
             images = ops.convert_to_tensor(images, dtype="float32")
-        self._check_images_shape(tuple(images.shape))
+        config_checks.check_images_shape(self, tuple(images.shape))
         return super().__call__(images, *args, **kwargs)
 
     def call(self, images, training=None, mask=None, **kwargs):
         # JAX's fit and predict reach `call` without `__call__`: the same check.
-        self._check_images_shape(tuple(images.shape))
+        config_checks.check_images_shape(self, tuple(images.shape))
         return super().call(images, training=training, mask=mask, **kwargs)
-
-    def _check_images_shape(self, shape):
-        """A ValueError that names `shape` unless it is a batch of images this model takes."""
-        if self.image_size is None:
-            stride = self.token_stride
-            if (
-                len(shape) != 4
-                or shape[3] not in (None, 3)
-                or any(s is not None and s % stride for s in shape[1:3])
-            ):
-                raise ValueError(
-                    f"{self.name} (image_size=None) expects images of shape (batch, height, width, 3) "
-                    f"with height and width multiples of {stride}, got {shape}."
-                )
-            return
-        expected = (*self.image_size, 3)
-        if len(shape) != 4 or any(got is not None and got != want for got, want in zip(shape[1:], expected)):
-            raise ValueError(
-                f"{self.name} expects images of shape (batch, {expected[0]}, {expected[1]}, 3), "
-                f"got {shape}. Resize the images, or build the model with "
-                f"image_size=(height, width) to match them."
-            )
 
     def forward_features(self, images):
         """`(B, T, D)`: the encoder's output tokens (timm's `forward_features`),
@@ -372,14 +231,11 @@ class ViT(keras.Model):
         `distillation_logits` (DeiT's training takes both).
         `T` is the number of patches plus `num_prefix_tokens`.
         """
-        outputs = tuple(outputs)
-        allowed = FEATURES if self.include_top else FEATURES[:-1]
-        if self.include_top and self.distilled:
-            allowed += DISTILLED_FEATURES
-        unknown = [name for name in outputs if name not in allowed]
-        if unknown or not outputs:
-            raise ValueError(f"Unknown feature output(s) {unknown}; expected some of {allowed}.")
-        return _FeatureExtractor(self, outputs)
+        return features.FeatureExtractor(self, tuple(outputs))
+
+    def _intermediates(self, images, return_attention=False):
+        """Every intermediate of the forward pass by name (`feature_extractor`'s keys)."""
+        return _forward(self._layers_by_name(), images, return_attention)
 
     def enable_lora(self, rank):
         """LoRA fine-tuning (Hu et al., 2021): adds low-rank adapters of `rank`
@@ -400,33 +256,7 @@ class ViT(keras.Model):
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "hidden_dim": self.hidden_dim,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "mlp_dim": self.mlp_dim,
-            "num_classes": self.num_classes,
-            "include_top": self.include_top,
-            "pooling": self.pooling,
-            "distilled": self.distilled,
-            "num_registers": self.num_registers,
-            "final_norm": self.final_norm,
-            "representation_size": self.representation_size,
-            "dropout_rate": self.dropout_rate,
-            "attention_dropout_rate": self.attention_dropout_rate,
-            "drop_path_rate": self.drop_path_rate,
-            "patch_dropout_rate": self.patch_dropout_rate,
-            "gelu_approximate": self.gelu_approximate,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "include_rescaling": self.include_rescaling,
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
-            "position_embedding": self.position_embedding,
-            "resnet_layers": None if self.resnet_layers is None else list(self.resnet_layers),
-            "resnet_width": self.resnet_width,
-            "position_grid_size": None if self.position_grid_size is None else list(self.position_grid_size),
-            "position_resize_method": self.position_resize_method,
+            **{key: _plain(getattr(self, key)) for key in CONFIG},
         }
 
     @classmethod
@@ -437,26 +267,95 @@ class ViT(keras.Model):
         return cls(**config)
 
 
-class _FeatureExtractor(keras.Model):
-    """Runs a ViT's own layers and returns the named intermediates.
+# The config: `ViT`'s keyword arguments but dtype and name, kept as attributes of the same names.
+CONFIG = tuple(
+    key
+    for key in inspect.signature(ViT.__init__).parameters
+    if key not in ("self", "dtype", "name", "kwargs")
+)
 
-    A subclassed model rather than a second functional graph: Keras' graph
-    check takes a layer's output structure from its first call, and the blocks
-    return attention probabilities only here.
-    """
 
-    def __init__(self, vit, feature_names):
-        super().__init__(dtype=vit.dtype_policy, name=f"{vit.name}_features")
-        self.vit = vit
-        self.feature_names = feature_names
+def _plain(value):
+    """A config value as JSON holds it: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value
 
-    def call(self, images):
-        features = _forward(
-            self.vit._layers_by_name(),
-            images,
-            return_attention="attention" in self.feature_names,
+
+def _build_layers(config, policy):
+    """The model's layers in forward order, named as checkpoints name them
+    (`ViT`'s docstring), for a checked `config` (a namespace of `CONFIG`)."""
+    # Logits in float32 under mixed precision; otherwise the model's dtype.
+    head_dtype = "float32" if policy.variable_dtype == "float32" else policy
+    num_embedded_prefix = int(config.pooling == "token") + int(config.distilled)  # with a position embedding
+    layers = []
+    if config.include_rescaling:
+        layers.append(_rescaling(config.image_mean, config.image_std, policy))
+    if config.resnet_layers is not None:
+        layers.append(ResNetStem(config.resnet_layers, config.resnet_width, dtype=policy, name="resnet"))
+    layers.append(PatchEmbedding(config.patch_size, config.hidden_dim, dtype=policy, name="embedding"))
+    if config.distilled:
+        layers.append(ClassToken(dtype=policy, name="distillation_token"))
+    if config.pooling == "token":
+        layers.append(ClassToken(dtype=policy, name="class_token"))
+    if config.position_embedding != "none":
+        grid = config.position_grid_size or token_grid(
+            config.image_size or (None, None), config.patch_size, config.resnet_layers
         )
-        return {name: features[name] for name in self.feature_names}
+        layers.append(
+            PositionEmbedding(
+                grid,
+                num_prefix_tokens=num_embedded_prefix,
+                kind=config.position_embedding,
+                patch_size=config.patch_size if config.image_size is None else None,
+                resize_method=config.position_resize_method,
+                dtype=policy,
+                name="position_embedding",
+            )
+        )
+    if config.num_registers:
+        layers.append(Registers(config.num_registers, num_embedded_prefix, dtype=policy, name="registers"))
+    layers.append(keras.layers.Dropout(config.dropout_rate, dtype=policy, name="embedding_dropout"))
+    if config.patch_dropout_rate:
+        layers.append(
+            PatchDropout(
+                config.patch_dropout_rate,
+                num_prefix_tokens=num_embedded_prefix + config.num_registers,
+                dtype=policy,
+                name="patch_dropout",
+            )
+        )
+    for i in range(config.num_layers):
+        layers.append(
+            TransformerBlock(
+                config.num_heads,
+                config.mlp_dim,
+                dropout_rate=config.dropout_rate,
+                attention_dropout_rate=config.attention_dropout_rate,
+                drop_path_rate=config.drop_path_rate * i / max(config.num_layers - 1, 1),
+                gelu_approximate=config.gelu_approximate,
+                layer_norm_epsilon=config.layer_norm_epsilon,
+                dtype=policy,
+                name=f"encoderblock_{i}",
+            )
+        )
+    layers.append(
+        keras.layers.LayerNormalization(
+            epsilon=config.layer_norm_epsilon,
+            dtype=policy,
+            name="encoder_norm" if config.final_norm == "tokens" else "pooled_norm",
+        )
+    )
+    if config.representation_size is not None:
+        layers.append(
+            keras.layers.Dense(config.representation_size, activation="tanh", dtype=policy, name="pre_logits")
+        )
+    if config.include_top:
+        for head_name in ("head", "distillation_head") if config.distilled else ("head",):
+            layers.append(
+                keras.layers.Dense(
+                    config.num_classes, kernel_initializer="zeros", dtype=head_dtype, name=head_name
+                )
+            )
+    return layers
 
 
 def _forward(layers, images, return_attention=False):
