@@ -142,6 +142,36 @@ def test_backup_interrupted_mid_write_keeps_the_previous_one(tmp_path):
         np.testing.assert_array_equal(got.numpy(), want)
 
 
+def test_backup_overrides_what_keras_calls(tmp_path):
+    """callbacks.Backup overrides private members of keras.callbacks.BackupAndRestore. If a Keras
+    upgrade renames or stops calling them, this fails and names them, rather than resuming wrongly."""
+    calls = []
+
+    class Spy(callbacks.Backup):
+        def _load_model(self):
+            calls.append("_load_model")
+            super()._load_model()
+
+        def _save_model(self):
+            calls.append(("_save_model", self._current_epoch, self._last_batch_seen))
+            super()._save_model()
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    changed = f"Keras {keras.__version__} changed private members of BackupAndRestore (training/callbacks.py)"
+    spy = Spy(str(tmp_path / "backup"))
+    assert spy._weights_path == str(tmp_path / "backup" / "latest.weights.h5"), changed
+    assert spy._training_metadata_path == str(tmp_path / "backup" / "training_metadata.json"), changed
+    model.fit(x, y, epochs=2, callbacks=[spy], verbose=0)
+    assert calls == ["_load_model", ("_save_model", 1, 0), ("_save_model", 2, 0)], changed
+    interrupted = callbacks.Backup(str(tmp_path / "backup"))  # a run killed after its first epoch
+    interrupted.set_model(model)
+    interrupted.on_epoch_end(0)
+    history = model.fit(x, y, epochs=3, callbacks=[callbacks.Backup(str(tmp_path / "backup"))], verbose=0)
+    assert history.epoch == [1, 2], changed  # fit starts at the model's _initial_epoch
+
+
 def test_run_output_is_quiet_and_one_line_per_epoch(tmp_path):
     result = run(*TINY_CLI_RUN, "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -212,3 +242,31 @@ def test_schema_choices_are_the_modules_own():
     assert set(configs.RESIZE_METHODS) == methods
     augment_keys = [k for k in configs.SCHEMA if k.startswith("augment.")]
     assert augment_keys == [f"augment.{k}" for k in augment.DEFAULTS]
+
+
+def test_configs_say_only_what_differs_from_the_defaults(tmp_path):
+    assert {*configs.DEFAULTS, "output"} == {key for key in configs.SCHEMA if "." not in key}
+    (tmp_path / "empty.json").write_text("{}")
+    assert configs.load_config(str(tmp_path / "empty.json")) == {
+        **configs.DEFAULTS,
+        "output": os.path.join("runs", "empty"),
+    }
+    given = {}
+    for name in configs.list_configs():
+        with open(os.path.join(configs.CONFIG_DIR, name + ".json")) as f:
+            given[name] = json.load(f)
+    for key in configs.DEFAULTS:
+        values = [json.dumps(config[key]) for config in given.values() if key in config]
+        assert json.dumps(configs.DEFAULTS[key]) not in values, f"a config repeats the default of {key}"
+        assert not (len(values) == len(given) and len(set(values)) == 1), f"{key}: one value in every config"
+
+
+def test_finetune_config_fetches_pretrained_weights_before_any_work(tmp_path):
+    """Offline, --config finetune stops in one line that names the file to place by hand,
+    before it loads the data or builds the model."""
+    env = {**ENV, "KERAS_VIT_HOME": str(tmp_path / "home")}
+    result = run_python(
+        "-m", "keras_vit.training", "--config", "finetune", "--set", f"output={tmp_path / 'run'}", env=env
+    )
+    line = error_line(result)
+    assert "ViT-B_16.npz" in line and str(tmp_path / "home" / "downloads" / "ViT-B_16.npz") in line, line

@@ -19,15 +19,22 @@ from keras_vit.training import augment, data, fewshot, recipes, strategy, train
 from keras_vit.training.__main__ import parse
 
 
-def test_warmup_decay_matches_formula():
-    cosine = recipes.WarmupDecay(0.1, 10, 110, "cosine")
-    linear = recipes.WarmupDecay(0.1, 10, 110, "linear")
-    for step in (0, 5, 10, 35, 60, 110, 200):
-        progress = min(max((step - 10) / 100, 0), 1)
-        want_cos = 0.1 * step / 10 if step < 10 else 0.05 * (1 + np.cos(np.pi * progress))
-        want_lin = 0.1 * step / 10 if step < 10 else 0.1 * (1 - progress)
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_schedules_match_the_formula(warmup):
+    """The cosine schedule is Keras' CosineDecay with warmup; it and our linear
+    one equal the paper's formula (float32 rounding: 1e-7 of a peak of 0.1)."""
+    cosine = recipes.warmup_cosine(0.1, warmup, 110)
+    linear = recipes.WarmupLinearDecay(0.1, warmup, 110)
+    assert isinstance(cosine, keras.optimizers.schedules.CosineDecay)
+    for step in (0, 5, 10, 35, 60, 109, 110, 200):
+        progress = min(max((step - warmup) / (110 - warmup), 0), 1)
+        warming = step < warmup
+        want_cos = 0.1 * step / warmup if warming else 0.05 * (1 + np.cos(np.pi * progress))
+        want_lin = 0.1 * step / warmup if warming else 0.1 * (1 - progress)
         np.testing.assert_allclose(float(cosine(step)), want_cos, atol=1e-7)
         np.testing.assert_allclose(float(linear(step)), want_lin, atol=1e-7)
+    with pytest.raises(ValueError, match="warmup_steps 110 must be in"):
+        recipes.warmup_cosine(0.1, 110, 110)
 
 
 def test_recipes_follow_the_paper():
@@ -36,9 +43,10 @@ def test_recipes_follow_the_paper():
     adam = recipes.optimizer("pretrain", 1e-3, 100, 10)
     assert isinstance(adam, keras.optimizers.AdamW)
     assert (adam.beta_1, adam.beta_2, adam.weight_decay, adam.global_clipnorm) == (0.9, 0.999, 0.1, 1.0)
-    assert adam._learning_rate.decay == "linear"
+    assert isinstance(adam._learning_rate, recipes.WarmupLinearDecay)
     deit = recipes.optimizer("deit", 1e-3, 100, 10)
-    assert deit.weight_decay == 0.05 and deit._learning_rate.decay == "cosine"
+    assert deit.weight_decay == 0.05
+    assert isinstance(deit._learning_rate, keras.optimizers.schedules.CosineDecay)
     with pytest.raises(ValueError, match="no weight decay"):
         recipes.optimizer("finetune", 0.03, 100, 10, weight_decay=0.1)
 

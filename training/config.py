@@ -1,7 +1,8 @@
 """Run configurations: JSON files under `training/configs/`, overridden by flags.
 
-A config is a flat dict (see `configs/digits.json`, the default); `model`
-holds extra `keras_vit.ViT` arguments and `augment` the augmentation options.
+A config is a flat dict: `DEFAULTS`, overridden by a JSON file that says only
+what differs (see `configs/digits.json`, the default config); `model` holds
+extra `keras_vit.ViT` arguments and `augment` the augmentation options.
 `--set key=value` overrides any key; dotted keys reach into `model`,
 `augment` and `distill` (`--set augment.mixup=0.8`, `--set distill.teacher=teacher.keras`);
 values are parsed as JSON when they can be (`1e-3`, `true`, `[0.08, 1]`), else kept as strings.
@@ -11,6 +12,7 @@ it without TensorFlow, so that a mistake is named before anything starts.
 `model.*` is checked by `keras_vit.ViT` itself.
 """
 
+import copy
 import json
 import os
 
@@ -81,6 +83,40 @@ COUNT = "an int >= 0", lambda v: _int(v) and v >= 0
 FRACTION = "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1
 ALPHA = "a number >= 0", lambda v: _number(v) and v >= 0
 
+# Every top-level key's default: the paper's fine-tuning of ViT-B/16 (App. B.1.1), from fresh
+# weights unless `weights` names some. `output` defaults to runs/<config name>.
+DEFAULTS = dict(
+    preset="vit_b16",
+    model={},
+    weights=None,
+    data="cifar10",
+    data_dir=None,
+    image_size=224,
+    resize="bilinear",
+    cache=False,
+    batch_size=512,
+    epochs=100,
+    steps_per_epoch=None,
+    recipe="finetune",
+    learning_rate=0.03,
+    warmup_steps=500,
+    weight_decay=None,
+    layer_decay=None,
+    lora_rank=None,
+    distill=None,
+    label_smoothing=0.0,
+    augment={},
+    precision="auto",
+    strategy="auto",
+    deterministic=False,
+    jit_compile=True,
+    steps_per_execution=1,
+    fewshot=[],
+    seed=0,
+    verbose="auto",
+    export=None,
+)
+
 # Key (dotted inside a group) -> (what it must be, test).
 SCHEMA = {
     "preset": TEXT,
@@ -143,8 +179,8 @@ def list_configs():
 
 
 def load_config(name_or_path=DEFAULT, overrides=()):
-    """The config named `name_or_path` (or a JSON file), with `overrides`
-    (`"key=value"` strings) applied in order, validated."""
+    """`DEFAULTS` with the config named `name_or_path` (or a JSON file) over
+    them, then `overrides` (`"key=value"` strings) applied in order, validated."""
     path = name_or_path
     if not path.endswith(".json"):
         path = os.path.join(CONFIG_DIR, path + ".json")
@@ -154,7 +190,11 @@ def load_config(name_or_path=DEFAULT, overrides=()):
             f"or a path to a .json file."
         )
     with open(path) as f:
-        config = json.load(f)
+        given = json.load(f)
+    if not isinstance(given, dict):
+        raise ValueError(f"Config {path} must hold a JSON object of config keys, got {type(given).__name__}.")
+    name = os.path.splitext(os.path.basename(path))[0]
+    config = {**copy.deepcopy(DEFAULTS), "output": os.path.join("runs", name), **given}
     for item in overrides:
         set_value(config, item)
     validate(config)

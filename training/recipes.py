@@ -14,28 +14,30 @@ decay (BEiT; timm's `--layer-decay`, big_vision's `lr_mults`):
 `layer_decay_multipliers`.
 """
 
-import math
-
 import keras
 import tensorflow as tf
 
 NO_DECAY = ["bias", "gamma", "beta", "token", "embeddings"]  # variable names
 
 
-@keras.saving.register_keras_serializable(package="keras_vit")
-class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak` over `warmup_steps`, then `cosine` or
-    `linear` decay to 0 at `total_steps`."""
+def warmup_cosine(peak, warmup_steps, total_steps):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then cosine decay
+    to 0 at `total_steps`: Keras' own CosineDecay."""
+    _check_steps(warmup_steps, total_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, total_steps - warmup_steps, warmup_target=peak, warmup_steps=warmup_steps
+    )
 
-    def __init__(self, peak, warmup_steps, total_steps, decay="cosine"):
-        if decay not in ("cosine", "linear"):
-            raise ValueError(f"Unknown decay {decay!r}; expected 'cosine' or 'linear'.")
-        if not 0 <= warmup_steps < total_steps:
-            raise ValueError(
-                f"warmup_steps {warmup_steps} must be in [0, total_steps {total_steps}); "
-                f"lower warmup_steps or train for more steps."
-            )
-        self.peak, self.warmup_steps, self.total_steps, self.decay = peak, warmup_steps, total_steps, decay
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then linear decay to
+    0 at `total_steps` (the paper's pre-training; Keras has no warmup on its
+    PolynomialDecay)."""
+
+    def __init__(self, peak, warmup_steps, total_steps):
+        _check_steps(warmup_steps, total_steps)
+        self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
@@ -43,15 +45,17 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         progress = keras.ops.clip(
             (step - self.warmup_steps) / (self.total_steps - self.warmup_steps), 0.0, 1.0
         )
-        if self.decay == "cosine":
-            decayed = self.peak * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
-        else:
-            decayed = self.peak * (1.0 - progress)
-        return keras.ops.where(step < self.warmup_steps, warmup, decayed)
+        return keras.ops.where(step < self.warmup_steps, warmup, self.peak * (1.0 - progress))
 
     def get_config(self):
-        return dict(
-            peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay
+        return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps)
+
+
+def _check_steps(warmup_steps, total_steps):
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(
+            f"warmup_steps {warmup_steps} must be in [0, total_steps {total_steps}); "
+            f"lower warmup_steps or train for more steps."
         )
 
 
@@ -122,12 +126,12 @@ def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=Non
             raise ValueError(
                 f"The finetune recipe uses no weight decay (the paper's); got weight_decay={weight_decay}."
             )
-        schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
+        schedule = warmup_cosine(learning_rate, warmup_steps, total_steps)
         opt = ClippedSGD(schedule, momentum=0.9, global_clipnorm=1.0)
         opt.lr_multipliers = dict(lr_multipliers or {})
         return opt
     if recipe == "pretrain":
-        schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "linear")
+        schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
         opt = ClippedAdamW(
             schedule,
             weight_decay=0.1 if weight_decay is None else weight_decay,
@@ -136,7 +140,7 @@ def optimizer(recipe, learning_rate, total_steps, warmup_steps, weight_decay=Non
             global_clipnorm=1.0,
         )
     else:  # deit
-        schedule = WarmupDecay(learning_rate, warmup_steps, total_steps, "cosine")
+        schedule = warmup_cosine(learning_rate, warmup_steps, total_steps)
         opt = AdamW(schedule, weight_decay=0.05 if weight_decay is None else weight_decay)
     opt.exclude_from_weight_decay(var_names=NO_DECAY)
     opt.lr_multipliers = dict(lr_multipliers or {})
