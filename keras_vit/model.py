@@ -409,13 +409,21 @@ def _pool(layers, tokens):
         prefix = _num_prefix_tokens(layers)
         pooled = ops.mean(tokens[:, prefix:] if prefix else tokens, axis=1)
     elif "distillation_token" in layers:
-        pooled = (tokens[:, 0] + tokens[:, 1]) / 2
+        pooled = (_token(tokens, 0) + _token(tokens, 1)) / 2
     else:
-        pooled = tokens[:, 0]
+        pooled = _token(tokens, 0)
     for name in ("pooled_norm", "pre_logits"):
         if name in layers:
             pooled = layers[name](pooled)
     return pooled
+
+
+def _token(tokens, index):
+    """Token `index` of `(B, T, D)` tokens, `(B, D)`. Sliced and reshaped, not
+    `tokens[:, index]`: that is a STRIDED_SLICE with shrink_axis_mask in
+    TFLite, which LiteRT's GPU delegate leaves to the CPU (the same numbers).
+    Not squeezed: T may be unknown (image_size=None)."""
+    return ops.reshape(tokens[:, index : index + 1], (-1, tokens.shape[-1]))
 
 
 def _heads(layers, tokens, pooled):
@@ -424,8 +432,8 @@ def _heads(layers, tokens, pooled):
     `distillation_logits` (distillation head on the distillation token)."""
     if "distillation_head" not in layers:
         return dict(logits=layers["head"](pooled))
-    class_logits = layers["head"](tokens[:, 0])
-    distillation_logits = layers["distillation_head"](tokens[:, 1])
+    class_logits = layers["head"](_token(tokens, 0))
+    distillation_logits = layers["distillation_head"](_token(tokens, 1))
     return dict(
         logits=(class_logits + distillation_logits) / 2,
         class_logits=class_logits,
