@@ -46,8 +46,24 @@ class StdConv2D(keras.layers.Conv2D):
         return config
 
 
+@keras.saving.register_keras_serializable(package="keras_vit")
+class GroupNorm4D(keras.layers.GroupNormalization):
+    """Keras' GroupNormalization of `(B, H, W, C)` inputs through 4-D groups
+    `(B, H*W, groups, C/groups)` instead of its 5-D `(B, H, W, groups,
+    C/groups)`: the same numbers (bit-identical), and LiteRT's GPU delegate,
+    which takes tensors of at most 4 dimensions, runs it (the 5-D form it
+    leaves to the CPU, op by op)."""
+
+    def _reshape_into_groups(self, inputs):
+        shape = ops.shape(inputs)
+        return ops.reshape(inputs, (-1, shape[1] * shape[2], self.groups, inputs.shape[-1] // self.groups))
+
+    def _create_broadcast_shape(self, input_shape):
+        return [1, 1, self.groups, input_shape[-1] // self.groups]
+
+
 def _group_norm(name, dtype, zero_scale=False):
-    return keras.layers.GroupNormalization(
+    return GroupNorm4D(
         groups=GROUPS,
         epsilon=GROUP_NORM_EPSILON,
         gamma_initializer="zeros" if zero_scale else "ones",
