@@ -1,7 +1,8 @@
 """python -m keras_vit.export MODEL [--format ...] [--quantize ...] [--calibration DATA] --out DIR
 
-Writes the model in each format to DIR, runs every file in its own runtime,
-prints the comparison with Keras and writes it to DIR/report.json.
+Writes the model in each format to DIR, runs every file in its own runtime
+(and each .tflite file on LiteRT's GPU accelerator), prints the comparison
+with Keras and writes it to DIR/report.json.
 """
 
 import argparse
@@ -16,7 +17,7 @@ from keras_vit.export import (
     fixed_size_copy,
     load_model,
 )
-from keras_vit.export.data import load_images
+from keras_vit.export.data import load_images, load_verify_images
 from keras_vit.export.labels import read_labels
 
 
@@ -50,7 +51,9 @@ def parse_args(argv):
         "--calibration-limit", type=int, default=500, help="at most this many calibration images"
     )
     parser.add_argument(
-        "--verify", help="held-out images to compare on (default: a fifth of --calibration, else random)"
+        "--verify",
+        help="held-out images to compare on (default: a fifth of --calibration, else random); a folder of "
+        "class sub-folders (DIR/<class>/<image>) also gives each file's test accuracy",
     )
     parser.add_argument(
         "--labels",
@@ -81,15 +84,17 @@ def main(argv=None):
         model = load_model(args.model)
         if args.image_size:
             model = _fixed_size(model, args.image_size)
-        calibration = verify = class_names = None
+        calibration = verify = verify_labels = class_names = None
+        if args.labels:
+            class_names = read_labels(args.labels)
         if args.calibration:
             calibration = load_images(
                 args.calibration, model.image_size, args.calibration_limit, what="--calibration"
             )
         if args.verify:
-            verify = load_images(args.verify, model.image_size, what="--verify")
-        if args.labels:
-            class_names = read_labels(args.labels)
+            verify, verify_labels = load_verify_images(
+                args.verify, model.image_size, model.num_classes, class_names
+            )
         metadata = dict(_key_value(item) for item in args.metadata)
         export_model(
             model,
@@ -98,6 +103,7 @@ def main(argv=None):
             quantize=args.quantize,
             calibration_images=calibration,
             verify_images=verify,
+            verify_labels=verify_labels,
             class_names=class_names,
             softmax=args.softmax,
             metadata=metadata,

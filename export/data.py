@@ -1,4 +1,5 @@
-"""Images for calibration and verification, from a folder or a .npy file."""
+"""Images for calibration and verification, from a folder or a .npy file;
+labels for verification from a folder of class sub-folders."""
 
 import os
 
@@ -6,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vit.export.errors import ExportError
-from keras_vit.images import load_image_folder
+from keras_vit.images import IMAGE_EXTENSIONS, image_files, load_image_folder
 
 
 def load_images(path, image_size, limit=None, what=None):
@@ -37,6 +38,47 @@ def load_images(path, image_size, limit=None, what=None):
             images = tf.image.resize(images, image_size).numpy()
         return images
     raise ExportError(f"Image data {path!r} is neither a folder of images nor a .npy file.")
+
+
+def load_verify_images(path, image_size, num_classes, class_names=None):
+    """`(images, labels)` of `--verify`. A folder of class sub-folders and no
+    image of its own (`path/<class>/<image>`, the training program's layout)
+    gives labels `(N,)`: each sub-folder's index in `class_names`, or without
+    them the sub-folders in sorted order, one per class (as training numbers
+    them). Any other folder, or a `.npy` file: `(load_images(path), None)`."""
+    classes = _class_folders(path)
+    if classes is None:
+        return load_images(path, image_size, what="--verify"), None
+    if class_names is not None:
+        unknown = [name for name in classes if name not in class_names]
+        if unknown:
+            raise ExportError(
+                f"--verify {path}: sub-folder(s) {', '.join(map(repr, unknown[:5]))} are not class names of "
+                "--labels; expected one sub-folder per class, named after it."
+            )
+        indices = [class_names.index(name) for name in classes]
+    elif len(classes) != num_classes:
+        raise ExportError(
+            f"--verify {path} has {len(classes)} class sub-folders for a model with {num_classes} classes; "
+            "name them with --labels FILE, or give a folder of images without sub-folders."
+        )
+    else:
+        indices = range(num_classes)
+    images, labels = [], []
+    for name, index in zip(classes, indices):
+        if image_files(os.path.join(path, name)):  # a class the split may lack
+            images.append(load_images(os.path.join(path, name), image_size, what="--verify"))
+            labels += [index] * len(images[-1])
+    return np.concatenate(images), np.array(labels, "int32")
+
+
+def _class_folders(path):
+    """The sorted sub-folder names of the folder `path` if it has two or more
+    and no image file of its own (images in sub-folders only), else None."""
+    if not os.path.isdir(path) or any(name.lower().endswith(IMAGE_EXTENSIONS) for name in os.listdir(path)):
+        return None
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    return classes if len(classes) >= 2 else None
 
 
 def check_pixels(images, name):

@@ -14,7 +14,7 @@ from keras_vit.export.onnx_model import convert_onnx
 from keras_vit.export.options import FORMATS, check_calibration, check_formats
 from keras_vit.export.saved_model import write_saved_model
 from keras_vit.export.tflite import convert_tflite
-from keras_vit.export.verify import format_table, keras_runner, verify, write_report
+from keras_vit.export.verify import format_table, keras_runner, top1_accuracy, verify, write_report
 from keras_vit.files import check_writable, write_bytes
 
 REPORT = "report.json"
@@ -64,6 +64,7 @@ def export_model(
     quantize=("fp32",),
     calibration_images=None,
     verify_images=None,
+    verify_labels=None,
     class_names=None,
     softmax=False,
     metadata=None,
@@ -86,7 +87,11 @@ def export_model(
     with a NaN or inf pixel are refused (`ExportError`) before anything is
     written. Without `verify_images`, the last fifth of `calibration_images`
     is held out for verification (and not used to calibrate), else random
-    images are used.
+    images are used. `verify_labels` `(N,)`, the class indices of
+    `verify_images`, give each file's own top-1 accuracy (`test_accuracy`
+    in its row, `keras_test_accuracy` the model's); without them both are
+    None. Each `.tflite` row has `gpu_delegate`, the file's run on LiteRT's
+    GPU accelerator (export/gpu_delegate.py): reported, never a failure.
     Raises `VerificationError` (after writing the report) if a file breaks a
     threshold (`export.verify.MAX_DIFF`, `MIN_TOP1_AGREEMENT`): max |Δ logits|
     ≤ 1e-4 (fp32), 1e-2 (fp16), both times max(1, max |logits|); top-1
@@ -106,6 +111,7 @@ def export_model(
     formats, quantize = _check_options(model, formats, quantize, class_names, calibration_images, softmax)
     check_info(metadata or {})
     _check_images(model, calibration_images, verify_images)
+    verify_labels = _check_labels(model, verify_images, verify_labels)
     try:
         check_writable(out_dir)
     except OSError as error:
@@ -121,7 +127,7 @@ def export_model(
     rows = []
 
     def add(file_format, path, q, reference=reference):
-        row = verify(file_format, path, q, reference, verify_images, threads=threads)
+        row = verify(file_format, path, q, reference, verify_images, verify_labels, threads=threads)
         row["file"] = os.path.relpath(path, out_dir)
         rows.append(row)
 
@@ -147,6 +153,7 @@ def export_model(
         image_size=list(model.image_size),
         num_classes=model.num_classes,
         verify_images=dict(count=len(verify_images), source=source),
+        keras_test_accuracy=top1_accuracy(reference(verify_images), verify_labels),
         threads=threads,
         tflite_softmax=softmax,
         files=rows,
@@ -187,6 +194,27 @@ def _check_images(model, calibration_images, verify_images):
                 f"{name} images have shape {np.shape(images)}; expected (N, {expected[0]}, {expected[1]}, 3)."
             )
         check_pixels(images, argument)
+
+
+def _check_labels(model, verify_images, verify_labels):
+    """`verify_labels` as an int array `(N,)`, or None; an ExportError for
+    labels without images, of another count, or outside the model's classes."""
+    if verify_labels is None:
+        return None
+    if verify_images is None:
+        raise ExportError("verify_labels label verify_images; pass the images too.")
+    labels = np.asarray(verify_labels)
+    if labels.shape != (len(verify_images),) or labels.dtype.kind not in "iu":
+        raise ExportError(
+            f"verify_labels has shape {labels.shape} and dtype {labels.dtype}; expected "
+            f"({len(verify_images)},) integer class indices, one per verification image."
+        )
+    if len(labels) and not (labels.min() >= 0 and labels.max() < model.num_classes):
+        raise ExportError(
+            f"verify_labels range over [{labels.min()}, {labels.max()}]; expected class indices in "
+            f"[0, {model.num_classes - 1}]."
+        )
+    return labels
 
 
 def _split_images(model, calibration_images, verify_images):

@@ -11,6 +11,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_vit.export.errors import ExportError
+from keras_vit.export.gpu_delegate import gpu_verdict
 from keras_vit.export.tflite import tflite_ops
 from keras_vit.files import write_bytes
 
@@ -116,9 +117,12 @@ def open_runner(file_format, path, threads):
     return {"tflite": TFLiteRunner, "onnx": OnnxRunner}[file_format](path, threads)
 
 
-def verify(file_format, path, quantize, reference, images, threads=2, runs=20):
+def verify(file_format, path, quantize, reference, images, labels=None, threads=2, runs=20):
     """Loads `path` with its own runtime, runs it on `images` and compares
-    with `reference(images)`, the Keras logits. Returns a report row (a dict)."""
+    with `reference(images)`, the Keras logits. Returns a report row (a dict):
+    with `labels` `(N,)`, the file's own top-1 accuracy (`test_accuracy`,
+    else None); for a `.tflite` file, its run on LiteRT's GPU accelerator
+    (`gpu_delegate`, export/gpu_delegate.py)."""
     expected = reference(images)
     try:
         runner = open_runner(file_format, path, threads)
@@ -138,6 +142,7 @@ def verify(file_format, path, quantize, reference, images, threads=2, runs=20):
         size_bytes=path_size(path),
         max_abs_diff=diff,
         top1_agreement=float(np.mean(got.argmax(-1) == expected.argmax(-1))),
+        test_accuracy=top1_accuracy(got, labels),
         latency_ms=1e3 * median_latency(runner, images[:1], runs=runs),
         failures=[],
     )
@@ -164,7 +169,13 @@ def verify(file_format, path, quantize, reference, images, threads=2, runs=20):
         custom = sorted(name for name, builtin in ops.items() if not builtin)
         if custom:
             row["failures"].append(f"non-builtin ops {custom}")
+        row["gpu_delegate"] = gpu_verdict(path, images, got)
     return row
+
+
+def top1_accuracy(scores, labels):
+    """The fraction of `scores` `(N, K)` whose argmax is `labels` `(N,)`; None without labels."""
+    return None if labels is None else float(np.mean(scores.argmax(-1) == labels))
 
 
 def path_size(path):
@@ -175,15 +186,36 @@ def path_size(path):
 
 
 def format_table(rows):
-    """The report as a fixed-width text table."""
-    lines = [f"{'file':<40} {'size':>10} {'max |Δ|':>9} {'top-1':>7} {'ms (b=1)':>9}  status"]
+    """The report as a fixed-width text table: `top-1` is the agreement with
+    Keras, `accuracy` the file's own on the labels (`-` without), `GPU` the
+    GPU delegate's verdict (format_gpu)."""
+    lines = [
+        f"{'file':<40} {'size':>10} {'max |Δ|':>9} {'top-1':>7} {'accuracy':>8} {'ms (b=1)':>9} "
+        f"{'GPU':<14}  status"
+    ]
     for row in rows:
         status = "ok" if not row["failures"] else "FAIL: " + "; ".join(row["failures"])
+        accuracy = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.1%}"
         lines.append(
             f"{row['file']:<40} {row['size_bytes'] / 1e6:>8.2f}MB {row['max_abs_diff']:>9.2e} "
-            f"{row['top1_agreement']:>7.1%} {row['latency_ms']:>9.2f}  {status}"
+            f"{row['top1_agreement']:>7.1%} {accuracy:>8} {row['latency_ms']:>9.2f} "
+            f"{format_gpu(row.get('gpu_delegate')):<14}  {status}"
         )
     return "\n".join(lines)
+
+
+def format_gpu(verdict):
+    """A `gpu_delegate` verdict in a few characters: `yes 100%` (every op on the
+    GPU, top-1 agreement with the CPU), `partly 100%` (some ops on the CPU),
+    `fails` (no GPU compilation), `no device`, `error` (the run crashed),
+    `-` (not a `.tflite` file)."""
+    if verdict is None:
+        return "-"
+    if verdict["fully_accelerated"] is None:
+        return "no device" if verdict["error"].startswith("no GPU") else "error"
+    if verdict["top1_agreement"] is None:
+        return "fails"
+    return f"{'yes' if verdict['fully_accelerated'] else 'partly'} {verdict['top1_agreement']:.0%}"
 
 
 def write_report(path, report):

@@ -1,5 +1,7 @@
 """Export a small ViT trained on scikit-learn's digits to every format and
-check each file in its own runtime against the Keras model."""
+check each file in its own runtime against the Keras model: its outputs, its
+own test accuracy on the labelled held-out digits, and each .tflite file's
+run on LiteRT's GPU accelerator."""
 
 import importlib
 import json
@@ -16,7 +18,8 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
-from helpers import fit_digits_vit, tflite_logits
+from helpers import fit_digits_vit, require_gpu_run, tflite_logits
+from PIL import Image
 from tensorflow.python.framework import config as tf_config
 
 from keras_vit import export
@@ -24,6 +27,7 @@ from keras_vit.export.__main__ import main
 from keras_vit.export.tflite import convert_tflite, tflite_ops
 from keras_vit.export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
 from keras_vit.files import write_bytes, write_directory
+from keras_vit.images import load_image_folder
 
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
 verify_module = importlib.import_module("keras_vit.export.verify")  # `export.verify` is also a function
@@ -60,6 +64,7 @@ def _train_and_export(tmp_path_factory):
         quantize=("fp32", "fp16", "dynamic", "int8", "w8a8"),
         calibration_images=images[:300],
         verify_images=images[1400:],
+        verify_labels=labels[1400:],
         class_names=CLASS_NAMES,
     )
     return path, model, images[:300], images[1400:], labels[1400:], out, report
@@ -237,6 +242,100 @@ def test_cli_dynamic_batch_tflite(trained, tmp_path, capsys):
     np.testing.assert_allclose(logits, model.predict(calibration[:4], verbose=0), atol=1e-4)
     report = json.loads((out / "report.json").read_text())
     assert report["verify_images"] == {"count": 4, "source": "held out from calibration"}
+    (row,) = report["files"]
+    require_gpu_run(row["gpu_delegate"])
+    assert row["gpu_delegate"] == dict(  # a dynamic batch is a dynamic shape, which GPU delegates refuse
+        fully_accelerated=False,
+        top1_agreement=None,
+        max_abs_diff=None,
+        error="GPU compilation failed: the GPU delegate takes static shapes only, and the file has a "
+        "dynamic batch",
+    )
+
+
+def own_runtime_scores(row, out, images):
+    """The scores of the report row's file on `images`, in its own runtime (a fresh runner)."""
+    path = os.path.join(out, row["file"])
+    if row["format"] == "tflite":
+        return tflite_logits(path, images)
+    return verify_module.open_runner(row["format"], path, threads=1)(images)
+
+
+def test_each_file_reports_its_own_test_accuracy(trained):
+    """`test_accuracy`: each file's top-1 on the labelled held-out digits, counted in its own runtime."""
+    _, model, _, held_out, labels, out, report = trained
+    keras_accuracy = float(np.mean(model.predict(held_out, verbose=0).argmax(-1) == labels))
+    one_image = 1 / len(labels)
+    assert abs(report["keras_test_accuracy"] - keras_accuracy) <= one_image, report["keras_test_accuracy"]
+    for row in report["files"]:
+        accuracy = float(np.mean(own_runtime_scores(row, out, held_out).argmax(-1) == labels))
+        print(f"{row['file']}: test accuracy {row['test_accuracy']:.4f} (Keras {keras_accuracy:.4f})")
+        assert abs(row["test_accuracy"] - accuracy) <= one_image, (row, accuracy)
+        if row["quantize"] in ("fp32", "fp16"):
+            assert abs(row["test_accuracy"] - keras_accuracy) <= 2 * one_image, row
+        else:  # it agrees with Keras on min_top1_agreement of the images at least: it loses at most the rest
+            assert row["test_accuracy"] >= keras_accuracy - (1 - row["min_top1_agreement"]), row
+
+
+# The GPU path computes in half precision (tests/test_tflite.py, GPU_MAX_DIFF): here max |GPU - CPU| was
+# 0.053 (fp32) and 0.045 (fp16) for logits up to 7.5, 0.6-0.7% of them (AMD EPYC, lavapipe).
+GPU_MAX_DIFF = 2e-2
+
+
+def test_gpu_delegate_runs_the_float_files_and_not_the_int8_ones(trained):
+    """fp32 and fp16 run fully on LiteRT's GPU accelerator and agree with the CPU; the int8 files fail
+    to compile there (README: fp16 is the file for GPU delegates)."""
+    _, model, _, held_out, *_, report = trained
+    scale = max(1.0, float(np.max(np.abs(model.predict(held_out, verbose=0)))))
+    tflite = {row["quantize"]: row for row in report["files"] if row["format"] == "tflite"}
+    assert all("gpu_delegate" not in row for row in report["files"] if row["format"] != "tflite")
+    for q, row in tflite.items():
+        print(q, row["gpu_delegate"], scale)
+    require_gpu_run(tflite["fp32"]["gpu_delegate"])
+    for q in ("fp32", "fp16"):
+        verdict = tflite[q]["gpu_delegate"]
+        assert verdict["fully_accelerated"] is True and verdict["error"] is None, verdict
+        assert verdict["top1_agreement"] >= 0.99, verdict
+        assert verdict["max_abs_diff"] <= GPU_MAX_DIFF * scale, (verdict, scale)
+    for q in ("dynamic", "int8", "w8a8"):
+        verdict = tflite[q]["gpu_delegate"]
+        assert verdict["fully_accelerated"] is False and verdict["top1_agreement"] is None, verdict
+        assert verdict["error"].startswith("GPU compilation failed: "), verdict
+
+
+def test_cli_verify_folder_of_classes_gives_test_accuracy(trained, tmp_path, capsys):
+    """`--verify DIR/<class>/<image>`: labels from the sub-folders, named by --labels or in sorted order."""
+    path, _, _, held_out, labels, *_ = trained
+    folder, names = tmp_path / "verify", tmp_path / "labels.txt"
+    names.write_text("\n".join(CLASS_NAMES))
+    for i, (image, label) in enumerate(zip(held_out[:60], labels[:60])):
+        (folder / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.astype("uint8")).save(folder / CLASS_NAMES[label] / f"{i}.png")
+    classes = sorted(os.listdir(folder))  # digit_0 ... digit_9: sorted order is the class order here
+    images = np.concatenate([load_image_folder(str(folder / name), (16, 16)) for name in classes])
+    counts = [len(os.listdir(folder / name)) for name in classes]
+    truth = np.repeat([CLASS_NAMES.index(name) for name in classes], counts)
+    command = [path, "--format", "tflite", "--verify", str(folder)]
+    assert main([*command, "--labels", str(names), "--out", str(tmp_path / "named")]) == 0
+    assert main([*command, "--out", str(tmp_path / "sorted")]) == 0
+    scores = tflite_logits(str(tmp_path / "named" / "model_fp32.tflite"), images)
+    accuracy = float(np.mean(scores.argmax(-1) == truth))
+    for out in ("named", "sorted"):
+        (row,) = json.loads((tmp_path / out / "report.json").read_text())["files"]
+        assert row["test_accuracy"] == accuracy and accuracy > 0.8, (row, accuracy)
+    capsys.readouterr()
+    three = tmp_path / "three"
+    for name in ("a", "b", "c"):
+        (three / name).mkdir(parents=True)
+        Image.fromarray(held_out[0].astype("uint8")).save(three / name / "0.png")
+    command = [path, "--format", "tflite", "--verify", str(three)]
+    assert main([*command, "--out", str(tmp_path / "x")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "has 3 class sub-folders for a model with 10 classes" in line and "--labels" in line, line
+    assert main([*command, "--labels", str(names), "--out", str(tmp_path / "y")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "sub-folder(s) 'a', 'b', 'c' are not class names of --labels" in line, line
+    assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")
 
 
 @pytest.mark.parametrize(
