@@ -1,6 +1,8 @@
 """The checks of `ViT`'s arguments: each raises a ValueError that names the
 argument, its value and what was expected, before any layer is built."""
 
+import keras
+
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
 
@@ -26,7 +28,43 @@ def checked(config):
     )
     _sizes(config)
     _tokens(config)
+    distribution = keras.distribution.distribution()
+    if isinstance(distribution, keras.distribution.ModelParallel):
+        check_divisible(config, distribution.get_tensor_layout, distribution.device_mesh)
     return config
+
+
+# The axes of a block's weights that config values size (None: head_dim), by path in the block.
+BLOCK_WEIGHT_AXES = {
+    "attention/query/kernel": ("hidden_dim", "num_heads", None),
+    "attention/key/kernel": ("hidden_dim", "num_heads", None),
+    "attention/value/kernel": ("hidden_dim", "num_heads", None),
+    "attention/query/bias": ("num_heads", None),
+    "attention/key/bias": ("num_heads", None),
+    "attention/value/bias": ("num_heads", None),
+    "attention/attention_output/kernel": ("num_heads", None, "hidden_dim"),
+    "attention/attention_output/bias": ("hidden_dim",),
+    "mlp/dense_0/kernel": ("hidden_dim", "mlp_dim"),
+    "mlp/dense_0/bias": ("mlp_dim",),
+    "mlp/dense_1/kernel": ("mlp_dim", "hidden_dim"),
+    "mlp/dense_1/bias": ("hidden_dim",),
+}
+
+
+def check_divisible(config, layout_of, mesh):
+    """A ValueError in one line unless `config`'s `num_heads`, `mlp_dim` and
+    `hidden_dim` divide the axes of `mesh` (a `keras.distribution.DeviceMesh`)
+    that split a block's weights: `layout_of(path)` is a weight's
+    `TensorLayout`, or None where it is replicated (a LayoutMap's lookup)."""
+    for path, names in BLOCK_WEIGHT_AXES.items():
+        layout = layout_of(f"encoderblock_0/{path}")
+        for name, axis in zip(names, layout.axes if layout is not None else ()):
+            size = mesh.shape[mesh.axis_names.index(axis)] if axis is not None else 1
+            if name is not None and config[name] % size:
+                raise ValueError(
+                    f"{name} {config[name]} is not divisible by {size}, the size of the mesh axis {axis!r} "
+                    f"that the layout map splits it over; use a model axis whose size divides {name}."
+                )
 
 
 def check_images_shape(model, shape):
