@@ -6,7 +6,7 @@ import types
 import keras
 from keras import ops
 
-from keras_vit import checkpoints, config_checks, features, lora, saving
+from keras_vit import checkpoints, config_checks, distribution, features, lora, saving
 from keras_vit.layers import (
     ClassToken,
     PatchDropout,
@@ -143,6 +143,8 @@ class ViT(keras.Model):
         self.dtype_policy = policy
         for key, value in config.items():
             setattr(self, key, value)
+
+    get_layout_map = staticmethod(distribution.layout_map)  # keras-hub's name; keras_vit/distribution.py
 
     @classmethod
     def from_preset(cls, preset, weights=None, resize_method="bilinear", **overrides):
