@@ -299,7 +299,8 @@ def export_files(run, options):
     `output/export/` and verifies every file against the model on the test
     split; int8 is calibrated on up to `options["calibration_images"]`
     training images. The data set's class names go into `labels.txt` and
-    each `.tflite` file's metadata. Returns the export report's rows."""
+    each `.tflite` file's metadata; the test labels give each file's own
+    test accuracy. Returns the export report."""
     from keras_vit import export
     from keras_vit.export.metadata import default_info
 
@@ -308,6 +309,7 @@ def export_files(run, options):
     description = f"{default_info(run.model)['description']} Trained on {data_name}."
 
     def images(ds, limit=None):
+        """`(images (N, H, W, 3), labels (N,))` of `ds`."""
         batches = data.pipeline(
             ds if limit is None else ds.take(limit),
             run.model.image_size,
@@ -317,23 +319,44 @@ def export_files(run, options):
             resize=config["resize"],
             drop_remainder=False,
         )
-        return np.concatenate([x.numpy() for x, _ in batches])
+        pairs = [(x.numpy(), y.numpy().argmax(-1)) for x, y in batches]  # labels are one-hot
+        return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
 
+    test_images, test_labels = images(splits.test)
     return export.export_model(
         run.model,
         os.path.join(run.output, "export"),
         formats=options["formats"],
         quantize=options["quantize"],
-        calibration_images=images(splits.train, options["calibration_images"]),
-        verify_images=images(splits.test),
+        calibration_images=images(splits.train, options["calibration_images"])[0],
+        verify_images=test_images,
+        verify_labels=test_labels,
         class_names=splits.class_names,
         metadata=dict(description=description),
     )
 
 
+def exported_accuracy(r):
+    """Summary rows of each exported file's own test top-1 and, for a
+    `.tflite` file, its GPU delegate verdict (export/verify.py)."""
+    if "export" not in r:
+        return []
+    from keras_vit.export.verify import format_gpu
+
+    return [
+        (
+            f"  {row['file']}",
+            f"{row['test_accuracy']:.4f}"
+            + (f" (GPU delegate: {format_gpu(row['gpu_delegate'])})" if "gpu_delegate" in row else ""),
+        )
+        for row in r["export"]["files"]
+    ]
+
+
 def summary(r):
     rows = [
         ("test accuracy (top-1)", f"{r['test_accuracy']:.4f}"),
+        *exported_accuracy(r),
         ("test accuracy (top-5)", f"{r['test_top5']:.4f}"),
         ("test loss", f"{r['test_loss']:.4f}"),
         ("training steps", r["steps"]),
