@@ -1,8 +1,9 @@
 """Pytest set-up for every test: Keras' backend (TensorFlow unless
 KERAS_BACKEND says otherwise) and TF's log level, the tiny_config fixture, the
 `tensorflow` marker (skipped on another backend), gradients off on torch but in
-tests marked `trains` (so that outputs compare as NumPy arrays), and TF's op
-determinism reset after each test."""
+tests marked `trains` (so that outputs compare as NumPy arrays), tests marked
+`slow` left out unless `-m` names them, and TF's op determinism reset after
+each test."""
 
 import os
 
@@ -16,6 +17,10 @@ ON_TENSORFLOW = os.environ["KERAS_BACKEND"] == "tensorflow"
 
 
 def pytest_collection_modifyitems(config, items):
+    if "slow" not in config.option.markexpr:  # large models: only with -m slow (or another -m naming them)
+        slow = [item for item in items if "slow" in item.keywords]
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
     if not ON_TENSORFLOW:
         skip = pytest.mark.skip(reason=f"needs TensorFlow; KERAS_BACKEND={os.environ['KERAS_BACKEND']}")
         for item in items:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-import keras
+import digits
 import numpy as np
 
 import keras_vit
@@ -159,21 +159,12 @@ def original_resnet_params(model):
 
 def fit_digits_vit(images, labels, epochs, peak_learning_rate):
     """A ViT (16x16 images, patch 4, D=64, 2 blocks, 10 classes) fit on the first
-    1,400 of `images` (N, 16, 16, 3): AdamW (weight decay 0.05), batch 32, cosine
-    decay after a warmup of a tenth of the steps to `peak_learning_rate`. Seed
-    the run (and turn on op determinism) before calling."""
+    1,400 of `images` (N, 16, 16, 3) by `digits.fit`. Seed the run (and turn on
+    op determinism) before calling."""
     model = keras_vit.ViT(
         image_size=16, patch_size=4, hidden_dim=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=10
     )
-    steps = epochs * (1400 // 32 + 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=peak_learning_rate, warmup_steps=steps // 10
-    )
-    model.compile(
-        keras.optimizers.AdamW(schedule, weight_decay=0.05),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(images[:1400], labels[:1400], epochs=epochs, batch_size=32, verbose=0)
+    digits.fit(model, images[:1400], labels[:1400], epochs, peak_learning_rate)
     return model
 
 

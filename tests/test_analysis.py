@@ -223,6 +223,7 @@ def test_without_position_embeddings_the_model_is_permutation_invariant(pooling)
     assert np.abs(effect["with"][1] - effect["with"][0]).max() > 1e-2
 
 
+@pytest.mark.e2e
 @pytest.mark.trains
 def test_trained_digits_position_embeddings():
     """The paper's Figure 7 (centre) on a ViT trained on the bundled digits:

@@ -189,6 +189,7 @@ def saved_on_tensorflow(tmp_path_factory):
     return folder
 
 
+@pytest.mark.e2e
 @pytest.mark.tensorflow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_other_backends_give_tensorflows_logits(saved_on_tensorflow, backend):

@@ -103,6 +103,7 @@ def test_folder_data_needs_two_classes_with_images(tmp_path):
     assert f"{str(tmp_path / 'pets')!r} has one class folder ('cat'); a classifier needs two or more" in line
 
 
+@pytest.mark.e2e
 def test_damaged_backup_is_one_line_that_says_what_to_delete(tmp_path):
     backup = tmp_path / "run" / "backup"
     backup.mkdir(parents=True)
@@ -172,6 +173,7 @@ def test_backup_overrides_what_keras_calls(tmp_path):
     assert history.epoch == [1, 2], changed  # fit starts at the model's _initial_epoch
 
 
+@pytest.mark.e2e
 def test_run_output_is_quiet_and_one_line_per_epoch(tmp_path):
     result = run(*TINY_CLI_RUN, "--output", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -261,6 +263,7 @@ def test_configs_say_only_what_differs_from_the_defaults(tmp_path):
         assert not (len(values) == len(given) and len(set(values)) == 1), f"{key}: one value in every config"
 
 
+@pytest.mark.e2e
 def test_finetune_config_fetches_pretrained_weights_before_any_work(tmp_path):
     """Offline, --config finetune stops in one line that names the file to place by hand,
     before it loads the data or builds the model."""

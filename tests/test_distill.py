@@ -91,6 +91,7 @@ def teacher_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.e2e
 def test_digits_student_with_and_without_a_cnn_teacher(teacher_file, tmp_path):
     results = {}
     for name, extra in (("alone", []), ("distilled", ["--set", f"distill.teacher={teacher_file}"])):

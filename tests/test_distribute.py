@@ -14,12 +14,14 @@ import sys
 import textwrap
 import time
 
+import pytest
 import tensorflow as tf
 from helpers import ENV, ROOT, TINY_RUN, run_python
 from tensorflow.python.distribute import multi_worker_util
 
 from keras_vit.training.strategy import is_chief
 
+pytestmark = pytest.mark.e2e
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 # Splits the one CPU into two logical devices; the first lines of each script.
@@ -78,8 +80,8 @@ PROGRAM_FIT = TWO_CPUS + textwrap.dedent("""
 
 
 def test_keras_fit_under_mirrored_strategy_matches_one_device():
-    result = subprocess.run(
-        [sys.executable, "-c", KERAS_FIT], env=ENV, cwd=TESTS, capture_output=True, text=True, timeout=600
+    result = run_python(
+        "-c", KERAS_FIT, env={**ENV, "PYTHONPATH": os.pathsep.join([ROOT, TESTS])}, timeout=600
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "losses" in result.stdout

@@ -171,6 +171,7 @@ def test_invalid_hybrid_config(overrides, message):
         keras_vit.ViT(**{**HYBRID, **overrides})
 
 
+@pytest.mark.e2e
 @pytest.mark.tensorflow
 def test_export_to_tflite_builtins_and_onnx(tmp_path):
     """Through the project's export (each file verified in its own runtime):

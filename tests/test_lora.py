@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from digits import digits_images
+from digits import digits_images, fit
 from helpers import TINY_RUN, TINY_VIT, random_images, randomize, run_python, tflite_logits
 
 import keras_vit
@@ -105,6 +105,7 @@ def saved_model_ops(path):
     }
 
 
+@pytest.mark.e2e
 def test_export_merges_adapters(tmp_path):
     """A LoRA model exports like the same model without LoRA: files within 1%
     of its size with the same ops, logits those of the Keras LoRA model."""
@@ -130,19 +131,7 @@ def test_export_merges_adapters(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4 * max(1.0, np.abs(expected).max()))
 
 
-def fit(model, images, labels, epochs, learning_rate):
-    """AdamW (weight decay 0.05), batch 32, cosine decay after a warmup of a tenth of the steps."""
-    steps = epochs * -(-len(images) // 32)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=learning_rate, warmup_steps=steps // 10
-    )
-    model.compile(
-        keras.optimizers.AdamW(schedule, weight_decay=0.05),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
-
-
+@pytest.mark.e2e
 def test_lora_fine_tune_learns_new_digits(tmp_path):
     """A ViT trained on digits 0-7 only, then LoRA rank 1 and a new 10-class
     head: under 5% of the weights train (3.98%), the test split reaches >= 95%
@@ -164,14 +153,14 @@ def test_lora_fine_tune_learns_new_digits(tmp_path):
         image_size=16, patch_size=8, hidden_dim=64, num_layers=2, num_heads=4, mlp_dim=128, num_classes=8
     )
     seen = train_y < 8
-    fit(base, train_x[seen], train_y[seen], epochs=30, learning_rate=3e-3)
+    fit(base, train_x[seen], train_y[seen], epochs=30, peak_learning_rate=3e-3)
     base.save_to_preset(tmp_path / "base")
 
     model = keras_vit.ViT.from_preset(str(tmp_path / "base"), num_classes=10)  # a new, zero head
     model.enable_lora(1)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     fraction = trainable / model.count_params()
-    fit(model, train_x, train_y, epochs=30, learning_rate=1e-2)
+    fit(model, train_x, train_y, epochs=30, peak_learning_rate=1e-2)
     accuracy = float(np.mean(model.predict(test_x, verbose=0).argmax(-1) == test_y))
     assert fraction < 0.05, (trainable, model.count_params())
     assert accuracy >= 0.95
@@ -185,6 +174,7 @@ def test_lora_fine_tune_learns_new_digits(tmp_path):
     assert without_adapters <= accuracy - 0.03, (accuracy, without_adapters)
 
 
+@pytest.mark.e2e
 def test_lora_rank_in_the_training_program(tmp_path):
     """`--set lora_rank=8`: the run says how many weights train, results.json
     has the count, and its model.keras (merged) loads here as a plain ViT with
@@ -230,6 +220,7 @@ def test_lora_rank_is_checked():
         configs.load_config("digits", ["lora_rank=0"])
 
 
+@pytest.mark.e2e
 def test_resume_from_a_backup_keeps_the_adapters_learning(tmp_path):
     """Loading weights into a LoRA model (what the training program's backup
     does on resume) zeroes Keras' adapters; `lora.restart_adapters` draws `a`

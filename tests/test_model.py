@@ -1,3 +1,5 @@
+import inspect
+
 import keras
 import numpy as np
 import numpy_vit
@@ -5,6 +7,7 @@ import pytest
 from helpers import original_params, random_images, randomize
 
 import keras_vit
+from keras_vit.presets import preset_config
 
 
 def build(config, **overrides):
@@ -125,6 +128,29 @@ def test_without_top_returns_pooled(tiny_config):
     assert "head" not in [layer.name for layer in model.layers]
 
 
+VIT_DEFAULTS = {
+    key: parameter.default
+    for key, parameter in inspect.signature(keras_vit.ViT).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
+def parameter_count(**config):
+    """The number of weights of a plain ViT (square images, learned position
+    embeddings) with `ViT(**config)`'s arguments, from the paper's definitions."""
+    config = {**VIT_DEFAULTS, **config}
+    d, mlp, classes = config["hidden_dim"], config["mlp_dim"], config["num_classes"]
+    grid = (config["image_size"] // config["patch_size"]) ** 2
+    prefix = (config["pooling"] == "token") + config["distilled"]  # tokens with a position embedding
+    block = 2 * 2 * d + 4 * (d * d + d) + (d * mlp + mlp) + (mlp * d + d)  # 2 LayerNorms, attention, MLP
+    count = config["patch_size"] ** 2 * 3 * d + d + prefix * d + (grid + prefix) * d
+    count += config["num_registers"] * d + config["num_layers"] * block + 2 * d  # the final LayerNorm
+    width = config["representation_size"] or d
+    if config["representation_size"]:
+        count += d * width + width
+    return count + (1 + config["distilled"]) * (width * classes + classes)
+
+
 @pytest.mark.parametrize(
     "preset, count",
     [
@@ -132,6 +158,7 @@ def test_without_top_returns_pooled(tiny_config):
         ("vit_s16", 22_050_664),
         ("vit_b16", 86_567_656),
         ("vit_l16", 304_326_632),
+        ("vit_h14", 632_045_800),
         # timm's counts for its deit_*_patch16_224 and deit_*_distilled_patch16_224.
         ("deit_ti16", 5_717_416),
         ("deit_s16", 22_050_664),
@@ -142,7 +169,28 @@ def test_without_top_returns_pooled(tiny_config):
     ],
 )
 def test_parameter_counts(preset, count):
-    assert keras_vit.ViT.from_preset(preset).count_params() == count
+    """The presets' reference counts, by the formula (building ViT-H/14 only to count would take
+    seconds and gigabytes); the formula itself is checked against built models below."""
+    assert parameter_count(**preset_config(preset)) == count
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        dict(pooling="gap"),
+        dict(distilled=True, num_registers=3),
+        dict(representation_size=24, num_classes=5),
+        dict(image_size=48, patch_size=4, num_layers=3),
+    ],
+)
+def test_parameter_count_formula_matches_built_models(tiny_config, overrides):
+    assert build(tiny_config, **overrides).count_params() == parameter_count(**{**tiny_config, **overrides})
+
+
+def test_parameter_count_of_a_built_preset():
+    count = keras_vit.ViT.from_preset("vit_ti16").count_params()
+    assert count == parameter_count(**preset_config("vit_ti16")) == 5_717_416
 
 
 def test_presets_and_overrides():

@@ -1,16 +1,12 @@
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
-from helpers import random_images, randomize
+from helpers import random_images, randomize, run_python
 
 import keras_vit
 from keras_vit import layers
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize(
@@ -132,11 +128,5 @@ def test_preset_of_a_compiled_model_loads_in_a_fresh_process(tiny_config, tmp_pa
     )
     # Logits reach |3|; predict (a traced function) against an eager call rounds apart by up to 1.3e-6 on an
     # Intel Xeon with oneDNN off (within 1e-6 in the other runs): the bound 1e-5 leaves a margin of 7x.
-    run = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        cwd=ROOT,
-    )
+    run = run_python("-c", script, str(tmp_path), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert run.returncode == 0, run.stderr[-2000:]

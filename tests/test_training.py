@@ -5,9 +5,6 @@ stack imported by a run without it), mixed bfloat16, and the
 same seed giving the same model. Strategies and resuming after kill -9 are in
 test_distribute.py."""
 
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -215,6 +212,7 @@ def test_empty_folder_and_bad_batch_and_tf_config(tmp_path):
             strategy.parse_tf_config(text)
 
 
+@pytest.mark.e2e
 def test_cli_reports_errors_without_traceback(tmp_path):
     env = dict(ENV, TF_CONFIG='{"cluster": {"worker": ["127.0.0.1"]}}')
     result = run_python("-m", "keras_vit.training", "--output", str(tmp_path), env=env, timeout=120)
@@ -238,6 +236,7 @@ print("after import:", len(loaded()))
 """
 
 
+@pytest.mark.e2e
 def test_training_without_export_imports_no_export_stack(tmp_path):
     done = run_python("-c", EXPORT_STACK_SCRIPT, str(tmp_path), *TINY_RUN, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -246,6 +245,7 @@ def test_training_without_export_imports_no_export_stack(tmp_path):
     assert imported >= 3, done.stdout  # keras_vit.export, tf2onnx, onnx, LiteRT, ... once export is imported
 
 
+@pytest.mark.e2e
 def test_run_exports_and_verifies(tmp_path):
     """The main job's last step: the export program writes and checks each file."""
     config = parse(
@@ -281,6 +281,7 @@ def test_unknown_export_format_is_rejected_before_training(tmp_path):
         train.check(config)
 
 
+@pytest.mark.e2e
 def test_nan_loss_stops_the_run_with_a_message(tmp_path):
     result = run_python(
         "-m",
@@ -297,6 +298,7 @@ def test_nan_loss_stops_the_run_with_a_message(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.e2e
 def test_mixed_bfloat16_with_steps_per_execution(tmp_path):
     config = parse(
         [
@@ -317,16 +319,11 @@ def test_mixed_bfloat16_with_steps_per_execution(tmp_path):
     assert model.predict(np.zeros((2, 16, 16, 3)), verbose=0).dtype == np.float32
     # model.keras loads in a process that never imported the training program.
     load = "import sys, keras, keras_vit; print(type(keras.models.load_model(sys.argv[1])).__name__)"
-    result = subprocess.run(
-        [sys.executable, "-c", load, str(tmp_path / "model.keras")],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python("-c", load, str(tmp_path / "model.keras"), timeout=120)
     assert result.stdout.strip() == "ViT", result.stderr[-2000:]
 
 
+@pytest.mark.e2e
 def test_xla_train_step_in_mixed_bfloat16_matches_the_uncompiled_step():
     """TPU readiness on the CPU: TPUStrategy runs the train step compiled by
     XLA in bfloat16. From the same random weights (the head too) and batch,
@@ -352,6 +349,7 @@ def test_xla_train_step_in_mixed_bfloat16_matches_the_uncompiled_step():
     assert first - second > 0.3  # the gradient moved the weights
 
 
+@pytest.mark.e2e
 def test_same_seed_same_model(tmp_path):
     """The main job's recipe (augmentation, drop-path, XLA), shortened: two runs
     of one seed give identical weights; another seed does not."""
