@@ -202,7 +202,7 @@ def _check_labels(model, verify_images, verify_labels):
     if verify_labels is None:
         return None
     if verify_images is None:
-        raise ExportError("verify_labels label verify_images; pass the images too.")
+        raise ExportError("verify_labels without verify_images: pass the images they label.")
     labels = np.asarray(verify_labels)
     if labels.shape != (len(verify_images),) or labels.dtype.kind not in "iu":
         raise ExportError(

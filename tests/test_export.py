@@ -277,6 +277,25 @@ def test_each_file_reports_its_own_test_accuracy(trained):
             assert row["test_accuracy"] >= keras_accuracy - (1 - row["min_top1_agreement"]), row
 
 
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.zeros(5, "int64"), "verify_labels has shape (5,) and dtype int64; expected (8,) integer class"),
+        (np.zeros(8, "float32"), "verify_labels has shape (8,) and dtype float32; expected (8,) integer"),
+        (np.full(8, 10), "verify_labels range over [10, 10]; expected class indices in [0, 9]."),
+        (np.full(8, -1), "verify_labels range over [-1, -1]; expected class indices in [0, 9]."),
+    ],
+)
+def test_bad_verify_labels_are_one_line_before_any_work(trained, tmp_path, labels, message):
+    _, model, _, held_out, *_ = trained
+    with pytest.raises(export.ExportError) as error:
+        export.export_model(model, str(tmp_path / "out"), verify_images=held_out[:8], verify_labels=labels)
+    assert message in str(error.value) and "\n" not in str(error.value), error.value
+    with pytest.raises(export.ExportError, match="verify_labels without verify_images"):
+        export.export_model(model, str(tmp_path / "out"), verify_labels=labels)
+    assert not os.path.exists(tmp_path / "out")
+
+
 # The GPU path computes in half precision (tests/test_tflite.py, GPU_MAX_DIFF): here max |GPU - CPU| was
 # 0.053 (fp32) and 0.045 (fp16) for logits up to 7.5, 0.6-0.7% of them (AMD EPYC, lavapipe).
 GPU_MAX_DIFF = 2e-2
