@@ -1,6 +1,6 @@
 """The bytes of weights and optimizer state that each device holds when a
 ViT is laid out by a `keras.distribution.LayoutMap` (`ViT.get_layout_map`),
-computed from the model's config without building the model."""
+computed from the model's config on a one-block model."""
 
 import inspect
 import math
@@ -16,8 +16,9 @@ def bytes_per_device(config, layouts, optimizer):
     """`{"parameters": bytes, "optimizer_state": bytes}` that one device holds
     for a `ViT(**config)` laid out by `layouts` (a LayoutMap) and trained with
     `optimizer` (a Keras optimizer whose slots have the shapes of the weights:
-    SGD, Adam, AdamW, ...). The shards are of equal size: every device holds
-    the same.
+    SGD, Adam, AdamW, ...): the most that any device holds. The shards are
+    of equal size; the optimizer's scalars (iteration, learning rate) are
+    counted once, as on the devices that hold them (on JAX, some only).
 
     Counted on a ViT of `config` with one block, built outside any
     distribution (the other blocks' weights have the same shapes and
