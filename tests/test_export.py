@@ -6,8 +6,6 @@ run on LiteRT's GPU accelerator."""
 import importlib
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -18,7 +16,7 @@ import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 from digits import digits_images
-from helpers import fit_digits_vit, require_gpu_run, tflite_logits
+from helpers import fit_digits_vit, require_gpu_run, run_python, tflite_logits
 from PIL import Image
 from tensorflow.python.framework import config as tf_config
 
@@ -29,6 +27,7 @@ from keras_vit.export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
 from keras_vit.files import write_bytes, write_directory
 from keras_vit.images import load_image_folder
 
+pytestmark = pytest.mark.e2e  # it trains a model, then exports and checks every file
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
 verify_module = importlib.import_module("keras_vit.export.verify")  # `export.verify` is also a function
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -439,25 +438,18 @@ def test_cli_refuses_nan_verify_images(trained, tmp_path):
     path, _, _, held_out, *_ = trained
     np.save(tmp_path / "nan.npy", nan_images(held_out[:16]))
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keras_vit.export",
-            path,
-            "--out",
-            str(out),
-            "--format",
-            "tflite",
-            "onnx",
-            "--verify",
-            str(tmp_path / "nan.npy"),
-        ],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_python(
+        "-m",
+        "keras_vit.export",
+        path,
+        "--out",
+        str(out),
+        "--format",
+        "tflite",
+        "onnx",
+        "--verify",
+        str(tmp_path / "nan.npy"),
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},  # the program's own default
     )
     assert result.returncode == 1, result
     assert result.stderr.splitlines() == [  # one line: no TF start-up lines, no traceback

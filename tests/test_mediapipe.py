@@ -28,6 +28,8 @@ from keras_vit.export.tflite import convert_tflite
 from keras_vit.export.verify import MIN_TOP1_AGREEMENT
 from keras_vit.training import data, train
 
+pytestmark = pytest.mark.e2e  # a trained model, exported and classified in MediaPipe
+
 DIGITS = [str(i) for i in range(10)]
 # A ViT for the tests that check the file, not its accuracy: 16x16 images, 4 patches, one block.
 SMALL_VIT = dict(image_size=16, patch_size=8, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)

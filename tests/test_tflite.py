@@ -29,6 +29,8 @@ from keras_vit.export.gpu_delegate import gpu_verdict
 from keras_vit.export.tflite import convert_tflite, tflite_ops
 from keras_vit.export.verify import MAX_DIFF
 
+pytestmark = pytest.mark.e2e  # every kind converted, run in LiteRT and on its GPU accelerator
+
 HYBRID = dict(patch_size=1, image_size=16, resnet_layers=(), resnet_width=0.5)  # stem stride 4: 4x4 tokens
 MATRIX = [
     dict(gelu_approximate=gelu, **(HYBRID if hybrid else {}), pooling=pooling, representation_size=pre_logits)
