@@ -3,6 +3,7 @@ argument, its value and what was expected, before any layer is built."""
 
 import keras
 
+from keras_vit.distribution import axis_size
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.layers.resnet import GROUPS, feature_size, stem_stride
 
@@ -59,7 +60,7 @@ def check_divisible(config, layout_of, mesh):
     for path, names in BLOCK_WEIGHT_AXES.items():
         layout = layout_of(f"encoderblock_0/{path}")
         for name, axis in zip(names, layout.axes if layout is not None else ()):
-            size = mesh.shape[mesh.axis_names.index(axis)] if axis is not None else 1
+            size = axis_size(mesh, axis)
             if name is not None and config[name] % size:
                 raise ValueError(
                     f"{name} {config[name]} is not divisible by {size}, the size of the mesh axis {axis!r} "

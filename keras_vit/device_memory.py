@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_vit import config_checks
+from keras_vit.distribution import axis_size
 from keras_vit.model import ViT
 
 
@@ -49,7 +50,7 @@ def _shard_size(shape, layout, mesh):
     """Elements of one device's shard of a weight of `shape` laid out by `layout` (None: replicated)."""
     splits = 1
     for axis in layout.axes if layout is not None else ():
-        splits *= mesh.shape[mesh.axis_names.index(axis)] if axis is not None else 1
+        splits *= axis_size(mesh, axis)
     return math.prod(shape) // splits
 
 

@@ -54,3 +54,8 @@ def layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_n
     layouts[BLOCK + "mlp/dense_0/bias"] = (model,)
     layouts[BLOCK + "mlp/dense_1/kernel"] = (model, None)
     return layouts
+
+
+def axis_size(device_mesh, axis):
+    """Devices along the mesh axis `axis` of `device_mesh`; 1 for None (a tensor axis that is not split)."""
+    return device_mesh.shape[device_mesh.axis_names.index(axis)] if axis is not None else 1

@@ -58,17 +58,11 @@ def check(config):
         raise ValueError(
             f"output must be a folder that can be written, got {config['output']!r} ({e.strerror or e})."
         ) from None
-    weights = config["weights"]
-    if weights in checkpoints.list_sources(config["preset"]):  # fetched before the data: offline, one line
+    if config["weights"] is not None:  # a named source is fetched before the data: offline, one line
         try:
-            checkpoints.fetch(config["preset"], weights)
+            checkpoints.weights_path(config["preset"], config["weights"])
         except ConnectionError as error:
             raise ValueError(str(error)) from None
-    elif weights is not None and not os.path.exists(weights):
-        raise ValueError(
-            f"weights={weights!r} is neither an existing path nor a named source of preset "
-            f"{config['preset']!r} (named: {', '.join(checkpoints.list_sources(config['preset']))})."
-        )
 
 
 @dataclass

@@ -160,19 +160,28 @@ def from_preset(cls, preset, weights, resize_method, overrides):
         config["name"] = preset
     if weights is None:
         return cls(**_call_time_size({**config, **overrides}, config, resize_method))
-    if isinstance(weights, str) and weights in list_sources(preset):
-        weights = fetch(preset, weights)
-    elif not os.path.exists(weights):
-        raise ValueError(
-            f"weights={weights!r} is neither an existing path nor a named source of "
-            f"preset {preset!r} (named: {', '.join(list_sources(preset)) or 'none'})."
-        )
+    weights = weights_path(preset, weights)
     num_heads = overrides.get("num_heads", config.get("num_heads"))
     checkpoint = read_checkpoint(weights, num_heads=num_heads)
     # A preset folder's own architecture is the one asked for.
     arguments = model_config(checkpoint, config or checkpoint.config, overrides, preset)
     model = cls(**_call_time_size(arguments, {**config, **checkpoint.config}, resize_method))
     return assign(model, checkpoint, resize_method)
+
+
+def weights_path(preset, weights):
+    """The local file or folder of `weights` for `preset`: a named source
+    (`list_sources(preset)`), downloaded on first use (a ConnectionError that
+    names the file to place by hand where that fails), or an existing path; a
+    ValueError otherwise."""
+    if isinstance(weights, str) and weights in list_sources(preset):
+        return fetch(preset, weights)
+    if not os.path.exists(weights):
+        raise ValueError(
+            f"weights={weights!r} is neither an existing path nor a named source of "
+            f"preset {preset!r} (named: {', '.join(list_sources(preset)) or 'none'})."
+        )
+    return weights
 
 
 def _call_time_size(arguments, stored, resize_method):
