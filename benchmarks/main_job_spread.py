@@ -1,13 +1,15 @@
-"""The main job's test accuracy over seeds and both oneDNN settings, one CPU.
+"""The main job's test accuracy over seeds, oneDNN settings and backends, one CPU.
 
-    python benchmarks/main_job_spread.py [--seeds 0-9] [--onednn both] [--set key=value ...]
+    python benchmarks/main_job_spread.py [--seeds 0-9] [--onednn both] [--jax] [--set key=value ...]
 
 Runs `python -m keras_vit.training` (config `digits`, no export, no few-shot)
 once per seed with oneDNN on and once with it off (`TF_ENABLE_ONEDNN_OPTS=0`,
-a stand-in for another CPU's rounding), each in a fresh process, and prints
-every run and min / median / max per setting, with the CPU's name. `--set`
-passes overrides to every run, to try another recipe. About 20 runs of
-1.5-5 minutes on a 2-core CPU.
+a stand-in for another CPU's rounding), and with `--jax` once more on JAX
+(`KERAS_BACKEND=jax`, TensorFlow and JAX in one environment), each in a fresh
+process, one seed's runs after each other. Prints every run and min / median
+/ max per setting, with the CPU's name; with `--jax`, also JAX's training
+images/s over TensorFlow's (oneDNN on) per seed. `--set` passes overrides to
+every run, to try another recipe. About 20 runs of 1.5-5 minutes on a 2-core CPU.
 """
 
 import argparse
@@ -30,43 +32,58 @@ def seed_range(text):
     return list(range(int(first), int(last or first) + 1))
 
 
-def one_run(seed, onednn, overrides, folder):
-    """The results.json of one run."""
-    output = os.path.join(folder, f"seed{seed}_onednn{onednn}")
+def one_run(seed, setting, overrides, folder):
+    """The results.json of one run; `setting`: "on" or "off" (TensorFlow with oneDNN so), or "jax"."""
+    output = os.path.join(folder, f"seed{seed}_{setting}")
     command = [sys.executable, "-m", "keras_vit.training", "--seed", str(seed), "--output", output]
     for item in ["export=null", "fewshot=[]", *overrides]:
         command += ["--set", item]
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=str(onednn), PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    if setting == "jax":
+        env["KERAS_BACKEND"] = "jax"
+    else:
+        env.update(KERAS_BACKEND="tensorflow", TF_ENABLE_ONEDNN_OPTS=str(int(setting == "on")))
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"seed {seed}, oneDNN {onednn} failed:\n{done.stderr[-2000:]}")
+        sys.exit(f"seed {seed}, {LABELS[setting]} failed:\n{done.stderr[-2000:]}")
     with open(os.path.join(output, "results.json")) as f:
         return json.load(f)
+
+
+LABELS = {"on": "TF oneDNN on ", "off": "TF oneDNN off", "jax": "JAX          "}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--seeds", type=seed_range, default=seed_range("0-9"), help="e.g. 0-9 (default)")
     parser.add_argument("--onednn", choices=("both", "on", "off"), default="both", help="(default: both)")
+    parser.add_argument("--jax", action="store_true", help="also on JAX (KERAS_BACKEND=jax)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}; overrides: {args.set or 'none'}", flush=True)
-    settings = {"both": (1, 0), "on": (1,), "off": (0,)}[args.onednn]
-    accuracies = {onednn: [] for onednn in settings}
+    settings = {"both": ["on", "off"], "on": ["on"], "off": ["off"]}[args.onednn] + ["jax"] * args.jax
+    runs = {setting: [] for setting in settings}
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
-            for onednn in settings:
-                r = one_run(seed, onednn, args.set, folder)
-                accuracies[onednn].append(r["test_accuracy"])
+            for setting in settings:
+                r = one_run(seed, setting, args.set, folder)
+                runs[setting].append(r)
                 print(
-                    f"seed {seed} oneDNN {'on ' if onednn else 'off'}  test {r['test_accuracy']:.4f}  "
+                    f"seed {seed} {LABELS[setting]}  test {r['test_accuracy']:.4f}  "
                     f"train {r['train_seconds']:.0f} s  {r['images_per_second']:.0f} images/s",
                     flush=True,
                 )
-    for onednn, values in accuracies.items():
+    for setting, results in runs.items():
+        values = [r["test_accuracy"] for r in results]
         print(
-            f"oneDNN {'on ' if onednn else 'off'}: min {min(values):.4f}  "
-            f"median {statistics.median(values):.4f}  max {max(values):.4f}  ({len(values)} seeds)"
+            f"{LABELS[setting]}: min {min(values):.4f}  median {statistics.median(values):.4f}  "
+            f"max {max(values):.4f}  ({len(values)} seeds)"
+        )
+    if args.jax and "on" in runs:
+        ratios = [j["images_per_second"] / t["images_per_second"] for j, t in zip(runs["jax"], runs["on"])]
+        print(
+            f"JAX / TF (oneDNN on) training images/s: min {min(ratios):.2f}  "
+            f"median {statistics.median(ratios):.2f}  max {max(ratios):.2f}  ({len(ratios)} seeds)"
         )
 
 

@@ -35,7 +35,8 @@ def captured_stderr():
 
 
 PROGRAMS = ("keras_vit.training", "keras_vit.export", "keras_vit.analysis", "keras_vit.convert")
-TENSORFLOW_PROGRAMS = ("keras_vit.training", "keras_vit.export")  # built on tf.data and TF's converters
+# The programs built on TensorFlow (tf.data, TF's converters) and the Keras backends each trains or runs on.
+BACKENDS = {"keras_vit.training": ("tensorflow", "jax"), "keras_vit.export": ("tensorflow",)}
 SCRIPTS = {  # the console scripts of pyproject.toml and their programs
     "keras-vit-train": "keras_vit.training",
     "keras-vit-fewshot": "keras_vit.training",
@@ -55,31 +56,54 @@ def program():
 
 
 def quiet_start(name):
-    """Imports Keras (and TensorFlow, on its backend, with its devices) for
-    program `name`, with TF_CPP_MIN_LOG_LEVEL (default 2: errors only)
-    applied to what is written meanwhile: TF 2.21 writes its import lines
-    (oneDNN, CUDA drivers) before that level takes effect. The training and
-    export programs run on TensorFlow: Keras' backend defaults to it there."""
-    if name in TENSORFLOW_PROGRAMS:
+    """Imports Keras (and TensorFlow, with its devices, where the backend or
+    the program needs it) for program `name`, with TF_CPP_MIN_LOG_LEVEL
+    (default 2: errors only) applied to what is written meanwhile: TF 2.21
+    writes its import lines (oneDNN, CUDA drivers) before that level takes
+    effect. The training and export programs are built on TensorFlow: Keras'
+    backend defaults to it there, and the training program also trains on
+    JAX, with TensorFlow kept off the GPUs (tf.data only)."""
+    if name in BACKENDS:
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    missing = None  # why TensorFlow cannot be imported beside another backend
     try:
         with captured_stderr() as lines:
             import keras
 
             backend = keras.config.backend()
-            if backend == "tensorflow":
-                import tensorflow as tf
-
-                tf.config.list_physical_devices()
+            if backend == "tensorflow" or backend in BACKENDS.get(name, ()):
+                missing = tensorflow_devices(backend)
     finally:
         sys.stderr.writelines(shown(lines, int(level) if level.isdigit() else 0))
         sys.stderr.flush()
-    if name in TENSORFLOW_PROGRAMS and backend != "tensorflow":
+    if missing:
         sys.exit(
-            f"error: python -m {name} runs on TensorFlow, and KERAS_BACKEND is {backend!r}; "
+            f"error: python -m {name} reads its data with tf.data, and TensorFlow is not installed "
+            f"({missing}); pip install tensorflow beside {backend}."
+        )
+    if name in BACKENDS and backend not in BACKENDS[name]:
+        runs_on = " or ".join({"tensorflow": "TensorFlow", "jax": "JAX"}[b] for b in BACKENDS[name])
+        sys.exit(
+            f"error: python -m {name} runs on {runs_on}, and KERAS_BACKEND is {backend!r}; "
             f"unset it or set KERAS_BACKEND=tensorflow (the library itself runs on {backend})."
         )
+
+
+def tensorflow_devices(backend):
+    """Imports TensorFlow and lists its devices; beside another backend, it
+    sees no GPU, which that backend's arrays own. Returns None, or the
+    ImportError's text where TensorFlow is not installed beside another backend."""
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        if backend == "tensorflow":
+            raise
+        return str(error)
+    if backend != "tensorflow":
+        tf.config.set_visible_devices([], "GPU")
+    tf.config.list_physical_devices()
+    return None
 
 
 def shown(lines, level):

@@ -71,7 +71,7 @@ PROGRAM_FIT = TWO_CPUS + textwrap.dedent("""
                                            "--set", "weight_decay=null",
                                            "--output", sys.argv[-1] + kind + recipe])
             run = train.prepare(config)
-            assert run.replicas == (2 if kind == "mirrored" else 1)
+            assert run.placement.replicas == (2 if kind == "mirrored" else 1)
             history = run.model.fit(run.train, epochs=3, steps_per_epoch=4, verbose=0)
             losses[kind] = history.history["loss"]
         print("LOSSES", recipe, losses)

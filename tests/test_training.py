@@ -133,6 +133,21 @@ def test_training_stream_replays_from_its_start():
     assert list(first[0]) != list(range(12)) and list(first[0]) != list(first[1])
 
 
+def test_evaluation_padded_to_whole_batches_weighs_the_padding_0():
+    # 10 examples in batches of 4: the third batch holds 2 and 2 copies of the first, weighing 0.
+    images = np.arange(10, dtype="uint8")[:, None, None, None] * np.ones((1, 2, 2, 3), "uint8")
+    ds = tf.data.Dataset.from_tensor_slices((images, np.arange(10) % 3))
+    batches = list(data.pipeline(ds, (2, 2), 3, 4, training=False, resize="nearest", pad_to_batch=True))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 4] and data.padded_count(10, 4) == 12
+    pixels = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _, _ in batches])
+    weights = np.concatenate([w.numpy() for _, _, w in batches])
+    np.testing.assert_array_equal(pixels, [*range(10), 0, 0])
+    np.testing.assert_array_equal(weights, [1] * 10 + [0, 0])
+    labels = np.concatenate([y.numpy().argmax(-1) for _, y, _ in batches])
+    np.testing.assert_array_equal(labels, [*(np.arange(10) % 3), 0, 0])
+    assert data.padded_count(12, 4) == 12  # no padding where the batches are whole
+
+
 def test_digits_splits():
     splits = data.load_splits("digits")
     sizes = [data.count(s) for s in splits[:3]]

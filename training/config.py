@@ -34,7 +34,9 @@ RESIZE_METHODS = (
     "mitchellcubic",
 )
 RECIPES = ("finetune", "pretrain", "deit")
-STRATEGIES = ("auto", "tpu", "multi_worker", "mirrored", "default")
+# tpu, multi_worker and mirrored are tf.distribute's (TensorFlow); data_parallel and model_parallel are
+# keras.distribution's (JAX): training/strategy.py and training/jax_strategy.py.
+STRATEGIES = ("auto", "tpu", "multi_worker", "mirrored", "data_parallel", "model_parallel", "default")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 # Augmentation options and their defaults (training/augment.py applies them).
@@ -66,6 +68,11 @@ def _list_of(test, length=None):
         return isinstance(v, (list, tuple)) and (length is None or len(v) == length) and all(map(test, v))
 
     return check
+
+
+def _is_address(text):
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit()
 
 
 def _one_of(*choices):
@@ -108,6 +115,10 @@ DEFAULTS = dict(
     augment={},
     precision="auto",
     strategy="auto",
+    model_parallel_size=None,
+    coordinator=None,
+    num_processes=None,
+    process_id=None,
     deterministic=False,
     jit_compile=True,
     steps_per_execution=1,
@@ -155,6 +166,10 @@ SCHEMA = {
     "augment.erasing": FRACTION,
     "precision": _one_of(*PRECISIONS),
     "strategy": _one_of(*STRATEGIES),
+    "model_parallel_size": _or_null(*POSITIVE_INT),
+    "coordinator": _or_null("host:port", lambda v: isinstance(v, str) and _is_address(v)),
+    "num_processes": _or_null(*POSITIVE_INT),
+    "process_id": _or_null(*COUNT),
     "deterministic": BOOL,
     "jit_compile": ("true, false or 'auto'", lambda v: isinstance(v, bool) or v == "auto"),
     "steps_per_execution": POSITIVE_INT,

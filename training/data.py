@@ -143,26 +143,36 @@ def pipeline(
     augment_options=None,
     resize="bilinear",
     drop_remainder=True,
+    pad_to_batch=False,
     seed=0,
     cache=False,
 ):
     """Batches of `(float32 (B, H, W, 3), one-hot (B, K))`, `B = batch_size`
     with `drop_remainder` (static shapes for TPU; always when training).
     Training: shuffled, repeated (pass `steps_per_epoch` to fit), augmented.
+    `pad_to_batch` (evaluation on several devices, which split every batch
+    evenly): `(images, labels, weights (B,))` batches, the last one filled up
+    with copies of the first example that weigh 0 (`padded_count` examples in all).
     `resize`: the tf.image.resize method to `image_size`."""
     opts = augment.options(augment_options or {})
     size = tuple(image_size)
 
-    def prepare(image, label):
+    def prepare(image, label, *weight):
         image = tf.cast(image, tf.float32)
         if training and opts["inception_crop"]:
             image = augment.inception_crop(image, size, opts["crop_scale"])
         else:
             image = tf.image.resize(image, size, method=resize)
-        return image, tf.one_hot(label, num_classes)
+        return image, tf.one_hot(label, num_classes), *weight
 
     if cache:
         ds = ds.cache()
+    if pad_to_batch and not training:
+        n = count(ds)
+        filler = ds.take(1).map(lambda image, label: (image, label, 0.0))
+        ds = ds.map(lambda image, label: (image, label, 1.0))
+        ds = ds.concatenate(filler.repeat(padded_count(n, batch_size) - n))
+        drop_remainder = True  # the padding made every batch whole
     if training:
         # One endless shuffled stream that every iterator replays from its
         # start (seed 0 would mean "unseeded" to tf.data): a distributed
@@ -176,6 +186,11 @@ def pipeline(
         # parallel calls would take their draws in a varying order.
         ds = ds.map(batch_ops)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def padded_count(n, batch_size):
+    """`n` examples padded up to a whole number of batches."""
+    return -(-n // batch_size) * batch_size
 
 
 def count(ds):

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 
+import keras
 import numpy as np
 
 import keras_vit
@@ -52,7 +53,9 @@ def features(model, ds, image_size, num_classes, resize, batch_size=64):
     batches = data.pipeline(
         ds, image_size, num_classes, batch_size, training=False, resize=resize, drop_remainder=False
     )
-    pooled, labels = zip(*((extractor(x)["pooled"].numpy(), y.numpy().argmax(-1)) for x, y in batches))
+    pooled, labels = zip(
+        *((keras.ops.convert_to_numpy(extractor(x)["pooled"]), y.numpy().argmax(-1)) for x, y in batches)
+    )
     return np.concatenate(pooled).astype("float64"), np.concatenate(labels)
 
 

@@ -65,6 +65,8 @@ class _ClipSummedGradient:
     update could be up to N times the clip and differs from one device's."""
 
     def _clip_gradients(self, grads):
+        if keras.config.backend() != "tensorflow":  # keras.distribution on JAX: the gradient is global
+            return super()._clip_gradients(grads)
         context = tf.distribute.get_replica_context()
         if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
             return super()._clip_gradients(grads)

@@ -2,9 +2,12 @@
 evaluation, saved files. `python -m keras_vit.training` calls `prepare`
 (where every mistake in the config is found), then `fit`; `run` does both."""
 
+import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -13,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_vit
-from keras_vit import checkpoints
+from keras_vit import checkpoints, startup
 from keras_vit.files import check_writable
 from keras_vit.layers.patch_embedding import grid_size, image_size_pair
 from keras_vit.presets import preset_config
@@ -30,7 +33,13 @@ def check(config):
     preset = preset_config(config["preset"])  # names the known presets
     patch = config["model"].get("patch_size", preset["patch_size"])
     grid_size(image_size_pair(config["image_size"]), patch)
-    if config["deterministic"] and config["jit_compile"] is True:
+    if keras.config.backend() == "jax":
+        from keras_vit.training import jax_strategy
+
+        jax_strategy.check(config)
+    else:
+        check_tensorflow_strategy(config)
+    if config["deterministic"] and config["jit_compile"] is True and keras.config.backend() == "tensorflow":
         raise ValueError(
             "deterministic=true turns TensorFlow's op determinism on, under which Keras runs without XLA; "
             "set jit_compile=false (or 'auto'), or deterministic=false."
@@ -43,8 +52,6 @@ def check(config):
                 f"distill needs the class token beside the distillation token (DeiT); the model has "
                 f"pooling={pooling!r}: add --set model.pooling=token."
             )
-    if os.environ.get("TF_CONFIG"):
-        strategies.parse_tf_config(os.environ["TF_CONFIG"])
     if config["export"]:  # the export stack (tf2onnx, LiteRT, ...) is imported only by a run that exports
         from keras_vit import export
 
@@ -65,24 +72,87 @@ def check(config):
             raise ValueError(str(error)) from None
 
 
+def check_tensorflow_strategy(config):
+    """The strategy options of a run on TensorFlow: tf.distribute's strategies, and TF_CONFIG."""
+    keys = ("model_parallel_size", "coordinator", "num_processes", "process_id")
+    jax_only = [key for key in keys if config[key] is not None]
+    if config["strategy"] in ("data_parallel", "model_parallel") or jax_only:
+        what = f"strategy {config['strategy']!r}" if not jax_only else ", ".join(jax_only)
+        raise ValueError(
+            f"{what} is for keras.distribution on JAX; set KERAS_BACKEND=jax, or use one of "
+            f"{', '.join(s for s in configs.STRATEGIES if s not in ('data_parallel', 'model_parallel'))} "
+            f"on TensorFlow."
+        )
+    if os.environ.get("TF_CONFIG"):
+        strategies.parse_tf_config(os.environ["TF_CONFIG"])
+
+
 @dataclass
 class PreparedRun:
     """A run ready to train: its config, strategy and compiled model, and the data."""
 
     config: dict
     start: float  # time.perf_counter() when preparing began
-    chief: bool  # whether this process writes config["output"] (strategy.is_chief)
-    output: str  # where it writes: config["output"], or a multi-worker non-chief's workertemp_<id> in it
+    placement: "Placement"  # strategy, replicas, precision, and whether this process is the chief
+    output: str  # where it writes: config["output"], or a non-chief's workertemp_<worker> in it
     model: keras.Model
     teacher: keras.Model | None  # with distill: DeiT's teacher, frozen
-    strategy_name: str  # one of config.STRATEGIES but "auto"
-    replicas: int
-    policy: str  # the Keras dtype policy
     splits: data.Splits  # unbatched examples, for few-shot and export
     train: tf.data.Dataset  # batched, augmented
     validation: tf.data.Dataset
     test: tf.data.Dataset
     steps_per_epoch: int
+
+
+@dataclass
+class Placement:
+    """Where a run trains: its strategy (tf.distribute on TensorFlow,
+    keras.distribution on JAX) and what follows from it."""
+
+    scope: contextlib.AbstractContextManager  # the model, optimizer and metrics are made in it
+    name: str  # the strategy, one of config.STRATEGIES but "auto"
+    replicas: int  # how many ways the batch is split
+    chief: bool  # whether this process writes config["output"]
+    worker: int  # this process's index among the run's workers (the others' workertemp_<worker>)
+    policy: str  # the Keras dtype policy
+    jit_compile: bool | str
+    whole_batches: bool  # evaluation batches are padded to the batch size (padding weighs 0)
+    mesh: str | None  # on JAX: the device mesh in words
+
+
+def place(config):
+    """The Placement of a run on this machine (and, on JAX, the others of
+    the run, which it joins first)."""
+    if keras.config.backend() == "jax":
+        from keras_vit.training import jax_strategy
+
+        jax_strategy.initialize(config)
+        distribution, name, replicas = jax_strategy.resolve(config["strategy"], config["model_parallel_size"])
+        keras.distribution.set_distribution(distribution)  # fit, evaluate and predict follow it
+        return Placement(
+            scope=contextlib.nullcontext(),
+            name=name,
+            replicas=replicas,
+            chief=jax_strategy.process_index() == 0,
+            worker=jax_strategy.process_index(),
+            policy=jax_strategy.precision_policy(config["precision"]),
+            jit_compile=config["jit_compile"],
+            whole_batches=replicas > 1,  # each device takes an equal share of every batch
+            mesh=jax_strategy.describe(distribution),
+        )
+    strategy, name = strategies.resolve(config["strategy"])
+    resolver = strategy.cluster_resolver if name == "multi_worker" else None
+    return Placement(
+        scope=strategy.scope(),
+        name=name,
+        replicas=strategy.num_replicas_in_sync,
+        chief=strategies.is_chief(resolver),
+        worker=resolver.task_id if resolver else 0,
+        policy=strategies.precision_policy(config["precision"], name),
+        jit_compile=strategies.jit_compile(config["jit_compile"], name),
+        whole_batches=False,
+        mesh=None,
+    )
 
 
 def run(config):
@@ -98,15 +168,11 @@ def prepare(config):
     check(config)
     out = config["output"]
     os.makedirs(out, exist_ok=True)
-    strategy, strategy_name = strategies.resolve(config["strategy"])
-    resolver = strategy.cluster_resolver if strategy_name == "multi_worker" else None
-    chief = strategies.is_chief(resolver)
-    output = out if chief else os.path.join(out, f"workertemp_{resolver.task_id}")
-    replicas = strategy.num_replicas_in_sync
+    placed = place(config)
+    policy = placed.policy
+    output = out if placed.chief else os.path.join(out, f"workertemp_{placed.worker}")
     batch = config["batch_size"]
-    strategies.check_batch_size(batch, replicas)
-    policy = strategies.precision_policy(config["precision"], strategy_name)
-    jit_compile = strategies.jit_compile(config["jit_compile"], strategy_name)
+    strategies.check_batch_size(batch, placed.replicas)
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:  # the same seed gives the same model, on the same machine
         tf.config.experimental.enable_op_determinism()
@@ -125,7 +191,8 @@ def prepare(config):
         training,
         config["augment"],
         resize=config["resize"],
-        drop_remainder=strategy_name == "tpu",
+        drop_remainder=placed.name == "tpu",
+        pad_to_batch=placed.whole_batches,
         seed=config["seed"],
         cache=config["cache"],
     )
@@ -135,7 +202,7 @@ def prepare(config):
         make(splits.test, False),
     )
 
-    with strategy.scope():
+    with placed.scope:
         model = keras_vit.ViT.from_preset(
             config["preset"],
             weights=config.get("weights"),
@@ -165,16 +232,18 @@ def prepare(config):
         )
         if policy == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        metrics = [
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
+        ]
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(
                 from_logits=True, label_smoothing=config["label_smoothing"]
             ),
-            metrics=[
-                keras.metrics.CategoricalAccuracy(name="accuracy"),
-                keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
-            ],
-            jit_compile=jit_compile,
+            # Weighted where evaluation batches carry padding that weighs 0 (`metrics` take no weights).
+            **{"weighted_metrics" if placed.whole_batches else "metrics": metrics},
+            jit_compile=placed.jit_compile,
             steps_per_execution=config["steps_per_execution"],
         )
         if teacher is not None:
@@ -182,13 +251,10 @@ def prepare(config):
     return PreparedRun(
         config=config,
         start=start,
-        chief=chief,
+        placement=placed,
         output=output,
         model=model,
         teacher=teacher,
-        strategy_name=strategy_name,
-        replicas=replicas,
-        policy=policy,
         splits=splits,
         train=train_ds,
         validation=val_ds,
@@ -205,7 +271,7 @@ def fit(run):
     write the same files into `output/workertemp_<id>` (as TensorFlow's
     multi-worker Keras guide does), removed at the end. Every worker resumes
     from the chief's backup."""
-    if not run.chief:
+    if not run.placement.chief:
         shutil.rmtree(run.output, ignore_errors=True)  # left by a killed run
         os.makedirs(run.output)
         print(
@@ -216,7 +282,7 @@ def fit(run):
     try:
         return _train_evaluate_save(run)
     finally:
-        if not run.chief:
+        if not run.placement.chief:
             shutil.rmtree(run.output, ignore_errors=True)
 
 
@@ -226,15 +292,22 @@ def _train_evaluate_save(run):
     progress, cbs = callbacks.standard(
         out, batch, steps_per_epoch, restore_dir=os.path.join(config["output"], "backup")
     )
+    placed = run.placement
+    mesh = f" (mesh {placed.mesh})" if placed.mesh else ""
     print(
-        f"{run.strategy_name} strategy, {run.replicas} replica(s), {run.policy}, global batch {batch}, "
+        f"{placed.name} strategy{mesh}, {placed.replicas} replica(s), {placed.policy}, global batch {batch}, "
         f"{steps_per_epoch} steps x {config['epochs']} epochs",
         flush=True,
+    )
+    # Padded evaluation batches: their count, which Keras cannot infer once it shards them over processes.
+    steps = (
+        (lambda split: data.padded_count(data.count(split), batch) // batch) if placed.whole_batches else None
     )
     fit_start = time.perf_counter()
     history = model.fit(
         run.train,
         validation_data=run.validation,
+        validation_steps=steps and steps(run.splits.validation),
         epochs=config["epochs"],
         steps_per_epoch=steps_per_epoch,
         callbacks=cbs,
@@ -242,7 +315,10 @@ def _train_evaluate_save(run):
         shuffle=False,  # the stream is shuffled in tf.data
     )
     train_seconds = time.perf_counter() - fit_start
-    test = model.evaluate(run.test, return_dict=True, verbose=0)
+    test = model.evaluate(run.test, steps=steps and steps(run.splits.test), return_dict=True, verbose=0)
+    if placed.whole_batches:  # Keras divides the summed loss by the padded count; the padding weighs 0
+        n_test = data.count(run.splits.test)
+        test["loss"] *= data.padded_count(n_test, batch) / n_test
     save_without_optimizer(model, os.path.join(out, "model.keras"))
     model.save_to_preset(os.path.join(out, "preset"))
     results = dict(
@@ -254,9 +330,10 @@ def _train_evaluate_save(run):
         resumed_from_epoch=progress.initial_epoch,
         images_per_second=progress.images_per_second(),
         train_seconds=train_seconds,
-        strategy=run.strategy_name,
-        replicas=run.replicas,
-        precision=run.policy,
+        strategy=placed.name,
+        replicas=placed.replicas,
+        mesh=placed.mesh,
+        precision=placed.policy,
         params=model.count_params(),
         trainable_params=trainable_params(model),
         output=config["output"],
@@ -267,8 +344,10 @@ def _train_evaluate_save(run):
         results["fewshot"] = fewshot.evaluate(
             model, run.splits, model.image_size, config["resize"], config["fewshot"]
         )
-    if config["export"]:
-        results["export"] = export_files(run, config["export"])
+    if config["export"] and keras.config.backend() == "tensorflow":
+        results["export"] = export_files(model, config, run.splits, out)
+    elif config["export"] and placed.chief:  # TensorFlow's converters: from the saved model.keras
+        results["export"] = export_on_tensorflow(config, out)
     results["wall_seconds"] = time.perf_counter() - run.start
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(dict(results, config=config), f, indent=2)
@@ -288,25 +367,25 @@ def trainable_params(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def export_files(run, options):
-    """Exports the trained model with the export program (`export/`) into
+def export_files(model, config, splits, output):
+    """Exports the trained `model` with the export program (`export/`) into
     `output/export/` and verifies every file against the model on the test
-    split; int8 is calibrated on up to `options["calibration_images"]`
-    training images. The data set's class names go into `labels.txt` and
-    each `.tflite` file's metadata; the test labels give each file's own
-    test accuracy. Returns the export report."""
+    split; int8 is calibrated on up to `calibration_images` training images
+    (`config["export"]`). The data set's class names go into `labels.txt`
+    and each `.tflite` file's metadata; the test labels give each file's own
+    test accuracy. Returns the export report. On TensorFlow only."""
     from keras_vit import export
     from keras_vit.export.metadata import default_info
 
-    config, splits = run.config, run.splits
+    options = config["export"]
     data_name = os.path.basename(os.path.normpath(config["data"]))  # digits, a TFDS name or a folder
-    description = f"{default_info(run.model)['description']} Trained on {data_name}."
+    description = f"{default_info(model)['description']} Trained on {data_name}."
 
     def images(ds, limit=None):
         """`(images (N, H, W, 3), labels (N,))` of `ds`."""
         batches = data.pipeline(
             ds if limit is None else ds.take(limit),
-            run.model.image_size,
+            model.image_size,
             splits.num_classes,
             config["batch_size"],
             training=False,
@@ -318,8 +397,8 @@ def export_files(run, options):
 
     test_images, test_labels = images(splits.test)
     return export.export_model(
-        run.model,
-        os.path.join(run.output, "export"),
+        model,
+        os.path.join(output, "export"),
         formats=options["formats"],
         quantize=options["quantize"],
         calibration_images=images(splits.train, options["calibration_images"])[0],
@@ -328,6 +407,42 @@ def export_files(run, options):
         class_names=splits.class_names,
         metadata=dict(description=description),
     )
+
+
+def export_on_tensorflow(config, output):
+    """A run on another backend exports as `export_files` does, in a child
+    process on TensorFlow, from `output/model.keras` and the run's data;
+    returns the export report."""
+    print("Exporting on TensorFlow from model.keras (a child process) ...", flush=True)
+    child = (
+        "import json, sys; from keras_vit.training import train; train.export_saved(json.loads(sys.argv[1]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, json.dumps(dict(config, output=output))],
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = done.stderr.splitlines(keepends=True)
+    if done.returncode:
+        reason = lines[-1].strip().removeprefix("error: ") if lines else f"exit code {done.returncode}"
+        raise callbacks.RunError(f"The export on TensorFlow from {output}/model.keras failed: {reason}")
+    sys.stderr.writelines(startup.shown(lines, int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))))
+    with open(os.path.join(output, "export", "report.json")) as f:
+        return json.load(f)
+
+
+def export_saved(config):
+    """The child process of `export_on_tensorflow`: `export_files` of
+    `config["output"]/model.keras`; a failure is one line on stderr, exit code 1."""
+    from keras_vit import export
+
+    model = keras_vit.load_model(os.path.join(config["output"], "model.keras"))
+    splits = data.load_splits(config["data"], config.get("data_dir"), config["seed"])
+    try:
+        export_files(model, config, splits, config["output"])
+    except (export.ExportError, export.VerificationError, ValueError) as error:
+        sys.exit(f"error: {error}")
 
 
 def exported_accuracy(r):
@@ -358,6 +473,7 @@ def summary(r):
         ("training time", f"{r['train_seconds']:.1f} s"),
         ("wall time", f"{r['wall_seconds']:.1f} s"),
         ("strategy", f"{r['strategy']} ({r['replicas']} replica(s), {r['precision']})"),
+        *([("device mesh", r["mesh"])] if r["mesh"] else []),
     ]
     rows += [(f"few-shot {k}-shot", f"{v:.4f}") for k, v in r.get("fewshot", {}).items()]
     out = r["output"]
