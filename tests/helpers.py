@@ -2,11 +2,17 @@
 other): the tiny ViT and hybrid configs, a tiny training run's command line,
 the repository's root and the environment for subprocesses, random weights and
 images, the weights under the original checkpoints' names, the small
-digits model that the export tests train, and a .tflite file's logits."""
+digits model that the export tests train, a .tflite file's logits; for the
+programs: free ports, scripts that print a model's weights' checksum, kill -9
+at a line of output, and a failed program's one error line."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import textwrap
+import time
 
 import digits
 import numpy as np
@@ -16,6 +22,66 @@ import keras_vit
 # The repository's root, and the environment of the programs run in subprocesses.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def kill_9_at(procs, text, timeout=240):
+    """Reads the first of `procs` (started with stdout=PIPE, text=True) until
+    it prints `text`, then kills all of them with SIGKILL; returns what it read."""
+    seen, deadline = "", time.time() + timeout
+    while text not in seen and time.time() < deadline and procs[0].poll() is None:
+        seen += procs[0].stdout.readline()
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=30)
+    assert text in seen, seen[-3000:]
+    return seen
+
+
+def free_ports(n):
+    """`n` free TCP ports on 127.0.0.1."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+# A line "WEIGHTS <sha256>" per model: the training program's final model (the
+# command line follows), or each .keras file or preset folder given.
+CHECKSUM = textwrap.dedent("""
+    import hashlib, sys
+
+    def checksum(model):
+        digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+        print("WEIGHTS", digest, flush=True)
+""")
+CLI_WITH_CHECKSUM = CHECKSUM + textwrap.dedent("""
+    from keras_vit.training import train
+    from keras_vit.training.__main__ import main
+
+    fit = train.fit
+
+    def fit_then_checksum(run):
+        results = fit(run)
+        checksum(run.model)
+        return results
+
+    train.fit = fit_then_checksum
+    main(sys.argv[1:])
+""")
+LOAD_WITH_CHECKSUM = (
+    CHECKSUM + "import keras_vit\nfor path in sys.argv[1:]: checksum(keras_vit.load_model(path))\n"
+)
+
+
+def error_line(result):
+    """The one line of stderr of a program that failed, without a traceback."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    return lines[0]
 
 
 def run_python(*args, env=ENV, timeout=300, python=sys.executable):

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import ROOT, run_python
+from helpers import ROOT, error_line, run_python
 
 import keras_vit
 from keras_vit import startup
@@ -57,14 +57,6 @@ TINY_CLI_RUN = [
 
 def run(*args, module="keras_vit.training"):
     return run_python("-m", module, *args, env=ENV, timeout=300)
-
-
-def error_line(result):
-    """The one line of stderr of a program that failed, without a traceback."""
-    assert result.returncode != 0, result.stdout[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ kill -9. The multi-worker chief rule against TensorFlow's."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,16 @@ import time
 
 import pytest
 import tensorflow as tf
-from helpers import ENV, ROOT, TINY_RUN, run_python
+from helpers import (
+    CLI_WITH_CHECKSUM,
+    ENV,
+    LOAD_WITH_CHECKSUM,
+    ROOT,
+    TINY_RUN,
+    free_ports,
+    kill_9_at,
+    run_python,
+)
 from tensorflow.python.distribute import multi_worker_util
 
 from keras_vit.training.strategy import is_chief
@@ -93,16 +101,6 @@ def test_training_program_under_mirrored_strategy_matches_one_device(tmp_path):
     assert "LOSSES" in result.stdout
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_chief_is_the_chief_task_else_worker_0():
     """strategy.is_chief against TensorFlow's own rule (multi_worker_util, private)."""
     assert is_chief(None)  # one machine
@@ -119,39 +117,11 @@ def test_chief_is_the_chief_task_else_worker_0():
                 assert chief == multi_worker_util.is_chief(spec, task_type, task_id)
 
 
-# A line "WEIGHTS <sha256>" per model: the training program's final model (the
-# command line follows), or each .keras file or preset folder given.
-CHECKSUM = textwrap.dedent("""
-    import hashlib, sys
-
-    def checksum(model):
-        digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
-        print("WEIGHTS", digest, flush=True)
-""")
-CLI_WITH_CHECKSUM = CHECKSUM + textwrap.dedent("""
-    from keras_vit.training import train
-    from keras_vit.training.__main__ import main
-
-    fit = train.fit
-
-    def fit_then_checksum(run):
-        results = fit(run)
-        checksum(run.model)
-        return results
-
-    train.fit = fit_then_checksum
-    main(sys.argv[1:])
-""")
-LOAD_WITH_CHECKSUM = (
-    CHECKSUM + "import keras_vit\nfor path in sys.argv[1:]: checksum(keras_vit.load_model(path))\n"
-)
-
-
 def _start_workers(output, epochs):
     """Two MultiWorkerMirrored worker processes on 127.0.0.1 running the training
     program with the shipped `deit` config (jit_compile true, which XLA cannot
     run here) into one `output`; their stdout and stderr in one pipe each."""
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     command = [
         "-c",
         CLI_WITH_CHECKSUM,
@@ -193,14 +163,7 @@ def test_multi_worker_shares_one_output_and_resumes_after_kill_9(tmp_path):
     alone leaves files; both end with the weights that the saved files hold."""
     out, epochs = tmp_path / "run", 4
     procs = _start_workers(out, epochs)
-    seen = ""
-    deadline = time.time() + 240
-    while "Epoch 3/" not in seen and time.time() < deadline and procs[0].poll() is None:
-        seen += procs[0].stdout.readline()
-    for p in procs:
-        p.send_signal(signal.SIGKILL)
-        p.communicate(timeout=30)
-    assert "Epoch 3/" in seen, seen[-3000:]
+    kill_9_at(procs, "Epoch 3/")
     assert (out / "backup").exists() and (out / "workertemp_1").exists()
     chief_pids = {procs[0].pid}
 

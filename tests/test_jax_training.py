@@ -9,17 +9,23 @@ and JAX in one environment (the `test` extra)."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
-from helpers import ENV, ROOT, TINY_RUN, run_python
-from test_cli_errors import error_line
-from test_distribute import CHECKSUM, _free_ports
+from helpers import (
+    CHECKSUM,
+    CLI_WITH_CHECKSUM,
+    ENV,
+    ROOT,
+    TINY_RUN,
+    error_line,
+    free_ports,
+    kill_9_at,
+    run_python,
+)
 
 from keras_vit.training import data
 
@@ -34,29 +40,12 @@ def jax_env(devices, **extra):
     )
 
 
-# The training program, then a line "WEIGHTS <sha256>" of its final model.
-CLI_WITH_CHECKSUM = CHECKSUM + textwrap.dedent("""
-    from keras_vit.training import train
-    from keras_vit.training.__main__ import main
-
-    fit = train.fit
-
-    def fit_then_checksum(run):
-        results = fit(run)
-        checksum(run.model)
-        return results
-
-    train.fit = fit_then_checksum
-    main(sys.argv[1:])
-""")
-
 # On TensorFlow: each model.keras given, its weights (.npz beside it) and its test figures on the run's split.
 EVALUATE_ON_TENSORFLOW = textwrap.dedent("""
     import json, sys
     import keras, numpy as np
     import keras_vit
     from keras_vit.training import data
-from test_cli_errors import error_line
 
     for path, out in zip(sys.argv[1::2], sys.argv[2::2]):
         model = keras_vit.load_model(path)
@@ -181,7 +170,7 @@ def _start_processes(output, epochs, by_config):
     """Two processes of one JAX run on 127.0.0.1, 2 virtual CPU devices each,
     into one `output`: joined by --set coordinator, num_processes and process_id
     (`by_config`), else by Keras' KERAS_DISTRIBUTION_* variables."""
-    coordinator = f"127.0.0.1:{_free_ports(1)[0]}"
+    coordinator = f"127.0.0.1:{free_ports(1)[0]}"
     command = [
         sys.executable,
         "-c",
@@ -235,14 +224,7 @@ def test_two_processes_share_one_output_and_resume_after_kill_9(tmp_path):
     model.keras loaded on TensorFlow."""
     out, epochs = tmp_path / "run", 4
     procs = _start_processes(out, epochs, by_config=True)
-    seen = ""
-    deadline = time.time() + 240
-    while "Epoch 3/" not in seen and time.time() < deadline and procs[0].poll() is None:
-        seen += procs[0].stdout.readline()
-    for p in procs:
-        p.send_signal(signal.SIGKILL)
-        p.communicate(timeout=30)
-    assert "Epoch 3/" in seen, seen[-3000:]
+    kill_9_at(procs, "Epoch 3/")
     assert (out / "backup").exists() and (out / "workertemp_1").exists()
 
     procs = _start_processes(out, epochs, by_config=False)
