@@ -4,7 +4,6 @@ input's normalization and the labels) and classifies uint8 RGB digits as the
 Keras model does; the training program's export carries its data set's labels."""
 
 import json
-import types
 import zipfile
 
 import keras
@@ -235,11 +234,9 @@ def test_data_sets_name_their_classes(tmp_path):
 def test_training_program_export_writes_the_labels(trained, tmp_path):
     """The main job's last step (train.export_files) puts the data set's class names into each file."""
     model, _, held_out, logits = trained
-    config = dict(output=str(tmp_path), batch_size=64, resize="bilinear", data="digits")
-    run = types.SimpleNamespace(
-        config=config, splits=data.load_splits("digits"), model=model, output=str(tmp_path)
-    )
-    train.export_files(run, dict(formats=["tflite"], quantize=["fp32"], calibration_images=32))
+    export = dict(formats=["tflite"], quantize=["fp32"], calibration_images=32)
+    config = dict(batch_size=64, resize="bilinear", data="digits", export=export)
+    train.export_files(model, config, data.load_splits("digits"), str(tmp_path))
     path = tmp_path / "export" / "model_fp32.tflite"
     _, top, names = classify(path, held_out)
     assert names == [DIGITS[i] for i in top] and np.mean(top == logits.argmax(-1)) >= 0.99
