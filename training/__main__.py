@@ -27,7 +27,8 @@ FLAGS = {
     "learning_rate": "peak learning rate, reached after warmup_steps",
     "precision": f"one of {', '.join(configs.PRECISIONS)} "
     "(auto: mixed_bfloat16 on TPU, mixed_float16 on GPU, float32 on CPU)",
-    "strategy": f"one of {', '.join(configs.STRATEGIES)} (auto: from the machine and TF_CONFIG)",
+    "strategy": f"one of {', '.join(configs.STRATEGIES)} (auto: from the machine and TF_CONFIG; with "
+    "KERAS_BACKEND=jax, data_parallel over all devices; model_parallel takes --set model_parallel_size=K)",
     "output": "folder for model.keras, preset/, results.json, logs/ and backup/ (a rerun resumes from it); "
     "multi_worker: one shared folder, which the chief writes",
     "seed": "random seed of the data split and order, the initial weights and the augmentation",
