@@ -82,6 +82,21 @@ class StopOnNaN(keras.callbacks.Callback):
             )
 
 
+class UnpadValidationLoss(keras.callbacks.Callback):
+    """Multiplies each epoch's `val_loss` by `padded / n`: with validation
+    batches padded by examples that weigh 0 (data.pipeline's `pad_to_batch`),
+    Keras divides the summed loss by the padded count. First in the callback
+    list, so that the others (TensorBoard, the history) get the true mean."""
+
+    def __init__(self, ratio):
+        super().__init__()
+        self.ratio = ratio
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "val_loss" in logs:
+            logs["val_loss"] *= self.ratio
+
+
 class Progress(keras.callbacks.Callback):
     """Says when a run resumes from a backup and that the first step
     compiles; measures training images/s (without the first epoch, which

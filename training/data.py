@@ -193,6 +193,12 @@ def padded_count(n, batch_size):
     return -(-n // batch_size) * batch_size
 
 
+def padding_ratio(n, batch_size):
+    """`padded_count / n`: the factor that turns a loss summed over `n`
+    examples and divided by their padded count into their mean."""
+    return padded_count(n, batch_size) / n
+
+
 def count(ds):
     n = ds.cardinality()
     return int(n) if n >= 0 else int(ds.reduce(0, lambda c, _: c + 1))

@@ -303,6 +303,11 @@ def _train_evaluate_save(run):
     steps = (
         (lambda split: data.padded_count(data.count(split), batch) // batch) if placed.whole_batches else None
     )
+    if placed.whole_batches:
+        cbs = [
+            callbacks.UnpadValidationLoss(data.padding_ratio(data.count(run.splits.validation), batch)),
+            *cbs,
+        ]
     fit_start = time.perf_counter()
     history = model.fit(
         run.train,
@@ -317,8 +322,7 @@ def _train_evaluate_save(run):
     train_seconds = time.perf_counter() - fit_start
     test = model.evaluate(run.test, steps=steps and steps(run.splits.test), return_dict=True, verbose=0)
     if placed.whole_batches:  # Keras divides the summed loss by the padded count; the padding weighs 0
-        n_test = data.count(run.splits.test)
-        test["loss"] *= data.padded_count(n_test, batch) / n_test
+        test["loss"] *= data.padding_ratio(data.count(run.splits.test), batch)
     save_without_optimizer(model, os.path.join(out, "model.keras"))
     model.save_to_preset(os.path.join(out, "preset"))
     results = dict(
@@ -326,6 +330,7 @@ def _train_evaluate_save(run):
         test_top5=test["top5"],
         test_loss=test["loss"],
         final_train_loss=history.history["loss"][-1] if history.history.get("loss") else None,
+        final_val_loss=history.history["val_loss"][-1] if history.history.get("val_loss") else None,
         steps=int(model.optimizer.iterations.numpy()),
         resumed_from_epoch=progress.initial_epoch,
         images_per_second=progress.images_per_second(),
