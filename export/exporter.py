@@ -1,6 +1,7 @@
 """The exporter: writes a model in each format, runs every file in its own
 runtime against Keras, and writes the report (`export_model`)."""
 
+import hashlib
 import os
 
 import numpy as np
@@ -121,7 +122,7 @@ def export_model(
     calibration_images, verify_images, source = _split_images(model, calibration_images, verify_images)
 
     model = float32_copy(model)  # after the checks: a copy of a large model takes a while
-    reference = keras_runner(model)
+    reference = once_per_array(keras_runner(model))  # every file is compared on the same images
     # What the .tflite files give: the logits, or with `softmax` their softmax.
     scores = (lambda images: _softmax(reference(images))) if softmax else reference
     rows = []
@@ -227,6 +228,21 @@ def _split_images(model, calibration_images, verify_images):
         return calibration_images[:-held_out], verify_images, "held out from calibration"
     rng = np.random.default_rng(0)
     return calibration_images, rng.uniform(0, 255, (16, *model.image_size, 3)).astype("float32"), "random"
+
+
+def once_per_array(function):
+    """`function` of an array, computed once for each distinct array (by
+    shape, dtype and bytes) and then given back as a copy."""
+    results = {}
+
+    def cached(array):
+        array = np.ascontiguousarray(array)
+        key = (array.shape, array.dtype.str, hashlib.sha256(array.data).hexdigest())
+        if key not in results:
+            results[key] = function(array)
+        return results[key].copy()
+
+    return cached
 
 
 def _softmax(logits):

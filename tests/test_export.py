@@ -30,6 +30,7 @@ from keras_vit.images import load_image_folder
 pytestmark = pytest.mark.e2e  # it trains a model, then exports and checks every file
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
 verify_module = importlib.import_module("keras_vit.export.verify")  # `export.verify` is also a function
+exporter_module = importlib.import_module("keras_vit.export.exporter")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -425,6 +426,30 @@ def test_verification_fails_loudly(trained, tmp_path, monkeypatch):
     with pytest.raises(export.VerificationError, match=r"model_fp32.tflite: max \|Δ logits\|"):
         export.export_model(model, str(tmp_path), formats=("tflite",), verify_images=held_out[:8])
     assert json.loads((tmp_path / "report.json").read_text())["files"][0]["failures"]
+
+
+def test_keras_runs_once_per_image_array(trained, tmp_path, monkeypatch):
+    """Every file is compared with the same Keras logits, computed once for the images and once for their
+    rounding (the SavedModel's uint8 signature): not once per file and per use (six times here)."""
+    _, model, _, held_out, labels, *_ = trained
+    batches = []
+    keras_runner = exporter_module.keras_runner
+
+    def counting_runner(model):
+        run = keras_runner(model)
+        return lambda images: batches.append(len(images)) or run(images)
+
+    monkeypatch.setattr(exporter_module, "keras_runner", counting_runner)
+    images = np.clip(held_out[:8] + 0.25, 0, 255)  # not whole numbers: their rounding is another array
+    report = export.export_model(
+        model, str(tmp_path), quantize=("fp32", "fp16"), verify_images=images, verify_labels=labels[:8]
+    )
+    assert [row["failures"] for row in report["files"]] == [[]] * 4
+    assert batches == [8, 8]
+    first = exporter_module.once_per_array(lambda a: a * 2)
+    doubled = first(np.arange(3.0))
+    doubled[0] = 99  # a copy: the cached result stays
+    assert first(np.arange(3.0)).tolist() == [0.0, 2.0, 4.0]
 
 
 def nan_images(images, value=np.nan, index=3):
