@@ -37,6 +37,25 @@ def kill_9_at(procs, text, timeout=240):
     return seen
 
 
+def check_resumed_by_the_chief_alone(outputs, output):
+    """The logs of a run's two processes, rerun into `output` after a kill -9
+    in epoch 3: the first is the chief, both resume from the same epoch, and
+    `output` holds one run's files (no backup, no workertemp_1). Returns the
+    epoch they resumed from (counted from 1, as the log says)."""
+    assert "Not the chief" not in outputs[0] and "Not the chief" in outputs[1]
+    resumed = [int(log.split("Resuming from epoch ")[1].split()[0]) for log in outputs]
+    assert resumed[0] == resumed[1] >= 3, resumed
+    assert sorted(os.listdir(output)) == [
+        "best.weights.h5",
+        "export",
+        "logs",
+        "model.keras",
+        "preset",
+        "results.json",
+    ]
+    return resumed[0]
+
+
 def free_ports(n):
     """`n` free TCP ports on 127.0.0.1."""
     sockets = [socket.socket() for _ in range(n)]
