@@ -22,6 +22,9 @@ from helpers import ROOT, TINY_VIT, run_python
 import keras_vit
 from keras_vit import device_memory, presets
 
+# The JAX run on eight devices is one subprocess: one worker runs the module, so it is started once.
+pytestmark = pytest.mark.xdist_group("test_distribution")
+
 
 def mesh(shape):
     """A (batch, model) DeviceMesh of `shape` over placeholder devices: a

@@ -27,7 +27,8 @@ from keras_vit.export.verify import MAX_DIFF, MIN_TOP1_AGREEMENT
 from keras_vit.files import write_bytes, write_directory
 from keras_vit.images import load_image_folder
 
-pytestmark = pytest.mark.e2e  # it trains a model, then exports and checks every file
+# It trains a model, then exports and checks every file: one worker runs the module, so it is built once.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("test_export")]
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
 verify_module = importlib.import_module("keras_vit.export.verify")  # `export.verify` is also a function
 exporter_module = importlib.import_module("keras_vit.export.exporter")

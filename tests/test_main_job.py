@@ -14,7 +14,8 @@ from helpers import ROOT, require_gpu_run, run_python
 
 from keras_vit.export.verify import MAX_DIFF
 
-pytestmark = pytest.mark.e2e  # the main job itself, a few minutes
+# The main job itself, a few minutes: one worker runs the module, so it is built once.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("test_main_job")]
 
 ENV = dict(os.environ, PYTHONPATH=ROOT)
 

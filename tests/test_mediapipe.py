@@ -27,7 +27,8 @@ from keras_vit.export.tflite import convert_tflite
 from keras_vit.export.verify import MIN_TOP1_AGREEMENT
 from keras_vit.training import data, train
 
-pytestmark = pytest.mark.e2e  # a trained model, exported and classified in MediaPipe
+# A trained model, exported and classified in MediaPipe: one worker runs the module, so it is built once.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("test_mediapipe")]
 
 DIGITS = [str(i) for i in range(10)]
 # A ViT for the tests that check the file, not its accuracy: 16x16 images, 4 patches, one block.
